@@ -1,0 +1,130 @@
+"""The exceptions voxgate raises, by meaning.
+
+Callers catch by what went wrong, not by where::
+
+    VoxgateError
+    ├── ConfigError                 settings that cannot work (bad URL, bad number)
+    ├── AuthError                   missing, unknown, expired or revoked credentials
+    ├── QuotaExceeded               not enough credits for the text at hand
+    ├── LimitExceeded               an explicit limit: message size, voices, contexts, sessions
+    ├── ProtocolViolation           a client sent something the protocol does not allow
+    │   └── InvalidInput            a field with a bad value (too long, out of range, bad base64)
+    ├── AudioError                  audio that cannot be decoded or encoded
+    └── UpstreamError               the TTS upstream failed; .status, .code, .retryable
+        ├── UpstreamTimeout         no first byte, or no end, within the deadline
+        ├── UpstreamConnectionError the connection could not be made or broke
+        └── UpstreamStreamError     the SSE stream was malformed or ended without `done`
+
+Every error carries a stable machine-readable ``code`` (a short snake_case string) that the
+gateway puts on the wire; messages are for people and may change.
+"""
+
+from __future__ import annotations
+
+
+class VoxgateError(Exception):
+    """Base class of every error voxgate raises on purpose."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(VoxgateError):
+    code = "config_error"
+
+
+class AuthError(VoxgateError):
+    code = "unauthorized"
+
+
+class QuotaExceeded(VoxgateError):
+    code = "insufficient_credits"
+
+    def __init__(self, message: str, *, needed: int, available: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+
+
+class LimitExceeded(VoxgateError):
+    code = "limit_exceeded"
+
+
+class ProtocolViolation(VoxgateError):
+    code = "protocol_violation"
+
+
+class InvalidInput(ProtocolViolation):
+    code = "invalid_input"
+
+
+class AudioError(VoxgateError):
+    code = "audio_error"
+
+
+class UpstreamError(VoxgateError):
+    """The upstream answered with an error, or could not be used.
+
+    ``status`` is the HTTP status (0 when no response arrived), ``upstream_code`` the
+    ``code`` field of the upstream's envelope when it sent one, and ``retry_after`` the
+    seconds the upstream asked us to wait (``Retry-After``), if any.
+    """
+
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        upstream_code: int | str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.upstream_code = upstream_code
+        self.retryable = is_retryable_status(status) if retryable is None else retryable
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, status={self.status}, "
+            f"upstream_code={self.upstream_code!r}, retryable={self.retryable})"
+        )
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class UpstreamConnectionError(UpstreamError):
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class UpstreamStreamError(UpstreamError):
+    """A stream that broke the SSE contract: malformed event, or no ``speech.audio.done``.
+
+    A stream cut short is worth retrying; a malformed one is not, it would come back the same.
+    """
+
+    code = "upstream_stream_error"
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message, retryable=retryable)
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx, 408 and 429 are worth another try; other 4xx would fail the same way again."""
+    return status >= 500 or status in (408, 429) or status == 0

@@ -1,0 +1,389 @@
+"""Async client for the Voxtral TTS API: generate, SSE stream, and saved voices.
+
+One ``Upstream`` holds one pooled ``httpx.AsyncClient``. Proxies from the environment are
+ignored and redirects refused: the API key must never be sent anywhere but the base URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from voxgate.errors import (
+    ConfigError,
+    InvalidInput,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStreamError,
+    UpstreamTimeout,
+)
+from voxgate.upstream.models import (
+    GeneratedSpeech,
+    SpeechRequest,
+    Voice,
+    VoicePage,
+    VoiceUpdate,
+    voice_from_json,
+)
+from voxgate.upstream.pcm import PcmChunk, PcmStreamDecoder
+from voxgate.upstream.sse import ServerSentEvent, SSEParser
+
+DEFAULT_BASE_URL = "https://voxtral.com/api/tts"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """Where the upstream is and how long to wait for it.
+
+    ``first_byte_timeout`` bounds the wait for the response and its first audio;
+    ``total_timeout`` bounds a whole request, however steadily a slow stream trickles.
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None
+    pcm_sample_rate: int = 24000
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 15.0
+    total_timeout: float = 120.0
+    max_connections: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream base URL must be http(s): {self.base_url!r}")
+        if self.pcm_sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
+            raise ConfigError(f"unsupported upstream PCM sample rate {self.pcm_sample_rate}")
+        for name in ("connect_timeout", "first_byte_timeout", "total_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+
+class Upstream:
+    """The Voxtral API, with typed results and typed errors (see ``voxgate.errors``)."""
+
+    def __init__(
+        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        headers = {"User-Agent": "voxgate/0.1", "Accept": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            trust_env=False,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- speech -------------------------------------------------------------------------
+
+    async def generate(self, request: SpeechRequest) -> GeneratedSpeech:
+        data = await self._call("POST", "generate", json=request.to_json())
+        try:
+            audio = base64.b64decode(data["audio_data"], validate=True)
+            return GeneratedSpeech(
+                audio=audio,
+                format=str(data.get("format") or request.response_format or "mp3"),
+                generation_id=str(data.get("generation_id", "")),
+                audio_url=data.get("audio_url"),
+                chunks=int(data.get("chunks", 1)),
+                credits_used=int(data.get("credits_used", 0)),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise UpstreamError(f"malformed generate response: {exc}", status=200) from exc
+
+    async def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]:
+        """Stream PCM as the upstream produces it; raises unless ``speech.audio.done`` came."""
+        if request.response_format not in (None, "pcm"):
+            raise ConfigError("stream() yields PCM; use stream_encoded() for other formats")
+        decoder = PcmStreamDecoder(self.config.pcm_sample_rate)
+        async for delta in self.stream_encoded(request):
+            for chunk in decoder.feed(delta):
+                yield chunk
+        decoder.finish()
+
+    async def stream_encoded(self, request: SpeechRequest) -> AsyncIterator[bytes]:
+        """Stream the raw audio bytes of each ``speech.audio.delta``, in the requested format."""
+        deadline = _Deadlines(self.config.first_byte_timeout, self.config.total_timeout)
+        http_request = self._http.build_request(
+            "POST", "stream", json=request.to_json(), headers={"Accept": "text/event-stream"}
+        )
+        response = await deadline.first(self._send(http_request, stream=True))
+        try:
+            await self._raise_for_status(response, deadline)
+            async for delta in self._audio_deltas(response, deadline):
+                yield delta
+        finally:
+            # Closing the response closes the HTTP stream, which is how an in-flight
+            # synthesis is aborted on interrupt.
+            await response.aclose()
+
+    async def _audio_deltas(
+        self, response: httpx.Response, deadline: _Deadlines
+    ) -> AsyncIterator[bytes]:
+        parser = SSEParser()
+        raw = response.aiter_raw()
+        while True:
+            try:
+                piece = await deadline.next(anext(raw))
+            except StopAsyncIteration:
+                break
+            for event in parser.feed(piece):
+                if event.event == "speech.audio.done":
+                    return
+                delta = _handle_event(event)
+                if delta:
+                    yield delta
+        raise UpstreamStreamError("stream ended without speech.audio.done", retryable=True)
+
+    # -- voices -------------------------------------------------------------------------
+
+    async def clone_voice(
+        self,
+        name: str,
+        ref_audio: bytes,
+        *,
+        language: str | None = None,
+        gender: str | None = None,
+    ) -> Voice:
+        body: dict[str, Any] = {"name": name, "ref_audio": base64.b64encode(ref_audio).decode()}
+        if language is not None:
+            body["language"] = language
+        if gender is not None:
+            body["gender"] = gender
+        return voice_from_json(await self._call("POST", "voices/clone", json=body))
+
+    async def list_voices(self, *, page: int = 1, limit: int = 50) -> VoicePage:
+        data = await self._call("GET", "voices/mine", params={"page": page, "limit": limit})
+        try:
+            return VoicePage(
+                voices=tuple(voice_from_json(v) for v in data["voices"]),
+                total=int(data["total"]),
+                page=int(data.get("page", page)),
+                limit=int(data.get("limit", limit)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"malformed voice list: {exc}", status=200) from exc
+
+    async def iter_voices(self, *, limit: int = 50) -> AsyncIterator[Voice]:
+        """Every saved voice, page after page."""
+        page, seen = 1, 0
+        while True:
+            result = await self.list_voices(page=page, limit=limit)
+            for voice in result.voices:
+                yield voice
+            seen += len(result.voices)
+            if not result.voices or seen >= result.total:
+                return
+            page += 1
+
+    async def update_voice(self, voice_id: str, update: VoiceUpdate) -> Voice:
+        path = f"voices/{_path_segment(voice_id)}"
+        return voice_from_json(await self._call("PATCH", path, json=update.to_json()))
+
+    async def delete_voice(self, voice_id: str) -> str:
+        data = await self._call("DELETE", f"voices/{_path_segment(voice_id)}")
+        return str(data.get("id", voice_id))
+
+    async def list_presets(self) -> list[dict[str, Any]]:
+        """The preset catalogue. The embedded engine serves it; the public API documents none."""
+        data = await self._call("GET", "voices/presets")
+        voices = data.get("voices")
+        if not isinstance(voices, list):
+            raise UpstreamError("malformed preset list", status=200)
+        return voices
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        deadline = _Deadlines(self.config.first_byte_timeout, self.config.total_timeout)
+        request = self._http.build_request(method, path, **kwargs)
+        response = await deadline.first(self._send(request, stream=True))
+        try:
+            await self._raise_for_status(response, deadline)
+            body = await deadline.next(response.aread())
+        finally:
+            await response.aclose()
+        return _unwrap_envelope(body, response.status_code)
+
+    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        try:
+            return await self._http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectionError(f"upstream unreachable: {exc!r}") from exc
+
+    async def _raise_for_status(self, response: httpx.Response, deadline: _Deadlines) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        retry_after = _retry_after(response.headers)
+        if 300 <= status < 400:
+            raise UpstreamError(
+                f"upstream redirected ({status}); redirects are refused",
+                status=status,
+                retryable=False,
+            )
+        try:
+            body = await deadline.next(response.aread())
+        except UpstreamError:
+            body = b""
+        code, message = _error_fields(body)
+        raise UpstreamError(
+            f"upstream answered {status}: {message}",
+            status=status,
+            upstream_code=code,
+            retry_after=retry_after,
+        )
+
+
+class _Deadlines:
+    """A first-byte deadline and a total deadline, both on the event loop's clock."""
+
+    def __init__(self, first_byte: float, total: float) -> None:
+        now = time.monotonic()
+        self._first_byte_at = now + first_byte
+        self._total_at = now + total
+        self._first_byte = first_byte
+        self._total = total
+        self._got_first = False
+
+    async def first(self, awaitable: Any) -> Any:
+        return await self._wait(awaitable, min(self._first_byte_at, self._total_at))
+
+    async def next(self, awaitable: Any) -> Any:
+        limit = self._total_at if self._got_first else min(self._first_byte_at, self._total_at)
+        result = await self._wait(awaitable, limit)
+        self._got_first = True
+        return result
+
+    async def _wait(self, awaitable: Any, until: float) -> Any:
+        remaining = until - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                return await awaitable
+        except TimeoutError as exc:
+            which = "total" if until == self._total_at else "first-byte"
+            limit = self._total if which == "total" else self._first_byte
+            raise UpstreamTimeout(f"upstream exceeded the {which} deadline of {limit:g} s") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectionError(f"upstream connection broke: {exc!r}") from exc
+
+
+def _handle_event(event: ServerSentEvent) -> bytes:
+    if event.event == "speech.audio.delta":
+        payload = _json_object(event.data)
+        audio = payload.get("audio_data")
+        if not isinstance(audio, str):
+            raise UpstreamStreamError("speech.audio.delta without audio_data", retryable=False)
+        try:
+            return base64.b64decode(audio, validate=True)
+        except binascii.Error as exc:
+            raise UpstreamStreamError(
+                "speech.audio.delta with bad base64", retryable=False
+            ) from exc
+    if event.event == "error":
+        code, message = _error_fields(event.data.encode())
+        raise UpstreamError(
+            f"upstream failed mid-stream: {message}", status=200, upstream_code=code, retryable=True
+        )
+    return b""  # unknown events are ignored, as SSE clients do
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamStreamError(f"malformed JSON from upstream: {exc}", retryable=False) from exc
+    if not isinstance(value, dict):
+        raise UpstreamStreamError("upstream JSON is not an object", retryable=False)
+    return value
+
+
+def _unwrap_envelope(body: bytes, status: int) -> dict[str, Any]:
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(
+            f"upstream sent non-JSON ({status})", status=status, retryable=False
+        ) from exc
+    if not isinstance(envelope, dict) or "code" not in envelope:
+        raise UpstreamError(
+            "upstream response lacks the {code, data} envelope", status=status, retryable=False
+        )
+    if envelope["code"] != 0:
+        code, message = _error_fields(body)
+        raise UpstreamError(
+            f"upstream error {code}: {message}", status=status, upstream_code=code, retryable=False
+        )
+    data = envelope.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _error_fields(body: bytes) -> tuple[int | str | None, str]:
+    """Pull ``code`` and a message out of whatever error shape the upstream used."""
+    try:
+        value = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None, body[:200].decode("utf-8", "replace") or "no details"
+    if not isinstance(value, dict):
+        return None, "no details"
+    code = value.get("code")
+    data = value.get("data")
+    nested: dict[str, Any] = data if isinstance(data, dict) else {}
+    error = value.get("error")
+    message = (
+        value.get("message")
+        or (error.get("message") if isinstance(error, dict) else error)
+        or nested.get("message")
+        or "no details"
+    )
+    return (code if isinstance(code, int | str) else None), str(message)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _path_segment(voice_id: str) -> str:
+    # Voice ids are UUIDs or opaque tokens; refuse anything that could change the path.
+    if not voice_id or any(c in voice_id for c in "/?#%") or voice_id in (".", ".."):
+        raise InvalidInput(f"invalid voice id {voice_id!r}", code="invalid_voice_id")
+    return voice_id
