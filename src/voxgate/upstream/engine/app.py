@@ -33,7 +33,7 @@ from voxgate.upstream.engine import audio
 from voxgate.upstream.engine.accounts import Account, Accounts
 from voxgate.upstream.engine.espeak import Synthesizer
 from voxgate.upstream.engine.stream_encoder import stream_encoder
-from voxgate.upstream.engine.text import chunk_text, split_sentences
+from voxgate.upstream.engine.text import chunk_text, split_for_streaming
 from voxgate.upstream.engine.validation import (
     SpeechParams,
     clone_params,
@@ -180,8 +180,8 @@ class Engine:
         return response
 
     async def _sentences(self, params: SpeechParams, voice: _Voice) -> AsyncIterator[Any]:
-        """Synthesise sentence by sentence, one sentence ahead of the one being sent."""
-        sentences = split_sentences(params.text) or [params.text]
+        """Synthesise piece by piece, one piece ahead of the one being sent."""
+        sentences = split_for_streaming(params.text)
         pending: asyncio.Task[Any] | None = None
         try:
             for i, sentence in enumerate(sentences):

@@ -35,6 +35,17 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+def split_for_streaming(text: str, min_clause_chars: int = 12) -> list[str]:
+    """Sentences, with the first cut at its first clause boundary when both halves are long
+    enough to sound natural: the listener hears something one clause sooner."""
+    sentences = split_sentences(text) or [text]
+    head, *rest = sentences
+    clauses = _CLAUSE_END.split(head, maxsplit=1)
+    if len(clauses) == 2 and min(len(c) for c in clauses) >= min_clause_chars:
+        return [*clauses, *rest]
+    return sentences
+
+
 def chunk_text(text: str, max_chars: int) -> list[str]:
     """Whole sentences packed into chunks of at most ``max_chars`` characters.
 
