@@ -90,13 +90,15 @@ def estimate_pitch_hz(samples: npt.NDArray[np.generic], sample_rate: int) -> flo
     signal = _as_float(samples)
     max_lag = math.ceil(sample_rate / _PITCH_MIN_HZ)
     min_lag = max(2, math.floor(sample_rate / _PITCH_MAX_HZ))
-    frames = _pitch_frames(signal, window=max_lag, max_lag=max_lag, sample_rate=sample_rate)
-    if frames.shape[0] == 0:
+    starts = _loud_frame_starts(signal, window=max_lag, length=2 * max_lag, rate=sample_rate)
+    if starts.size == 0:
         return None
+    # Frames overlap: index a strided view block by block instead of copying them all at once.
+    frames = np.lib.stride_tricks.sliding_window_view(signal, 2 * max_lag)
     periods = np.concatenate(
         [
-            _yin_periods(frames[i : i + _FRAMES_PER_BLOCK], max_lag, min_lag)
-            for i in range(0, frames.shape[0], _FRAMES_PER_BLOCK)
+            _yin_periods(frames[starts[i : i + _FRAMES_PER_BLOCK]], max_lag, min_lag)
+            for i in range(0, starts.size, _FRAMES_PER_BLOCK)
         ]
     )
     voiced = periods[np.isfinite(periods)]
@@ -265,18 +267,18 @@ def _as_float(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
     return np.asarray(samples, dtype=np.float64).reshape(-1)
 
 
-def _pitch_frames(
-    signal: npt.NDArray[np.float64], *, window: int, max_lag: int, sample_rate: int
-) -> npt.NDArray[np.float64]:
-    length = window + max_lag
+def _loud_frame_starts(
+    signal: npt.NDArray[np.float64], *, window: int, length: int, rate: int
+) -> npt.NDArray[np.intp]:
+    """Start of every frame whose first ``window`` samples are loud enough to hold a pitch."""
     if signal.size < length:
-        return np.zeros((0, length))
-    hop = max(1, int(sample_rate * _PITCH_HOP_SECONDS))
-    frames = np.lib.stride_tricks.sliding_window_view(signal, length)[::hop]
-    rms = np.sqrt(np.mean(frames[:, :window] ** 2, axis=1))
+        return np.zeros(0, np.intp)
+    starts = np.arange(0, signal.size - length + 1, max(1, int(rate * _PITCH_HOP_SECONDS)))
+    squares = np.concatenate([[0.0], np.cumsum(signal**2)])
+    rms = np.sqrt(np.maximum(squares[starts + window] - squares[starts], 0.0) / window)
     # Quiet frames (pauses, breath, noise floor) have no pitch worth counting.
-    loud = rms > max(1e-3, 0.05 * float(np.max(rms)))
-    return np.asarray(frames[loud], dtype=np.float64)
+    loud: npt.NDArray[np.intp] = starts[rms > max(1e-3, 0.05 * float(np.max(rms)))]
+    return loud
 
 
 def _yin_periods(

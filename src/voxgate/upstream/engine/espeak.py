@@ -126,6 +126,8 @@ class _Library:
         ]  # fmt: skip
 
     def synthesize(self, text: str, prosody: Prosody, rate_wpm: int, job: _Job) -> Synthesis:
+        if not text.strip():
+            return Synthesis(np.zeros(0, np.int16), self.sample_rate, ())
         self._configure(prosody, rate_wpm)
         # NUL would end the C string early; a space keeps every later character offset.
         encoded = text.replace("\0", " ").encode("utf-8")

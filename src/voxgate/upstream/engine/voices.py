@@ -137,8 +137,29 @@ _EMOTIONS: Final[dict[str, _Emotion]] = {
 }
 
 
+# Clients store these ids: never change one, even when renaming or retuning a voice.
+_IDS: Final = {
+    "Jane": "82c99ee6-f932-423f-a4a3-d403c8914b8d",  # the id the public API reference uses
+    "Paul": "c56da398-a7b5-4a2d-862b-47f252d16d16",
+    "Emma": "c03032df-a466-44e1-9831-2029deb12a1c",
+    "Marie": "5c8b282f-939d-40af-9b2d-18a1d4eff821",
+    "Louis": "d079b0fb-6f34-4302-a56e-480a51171a34",
+    "Lucia": "350aa223-f233-4b5d-b1e2-1e1495a802a7",
+    "Mateo": "a521f516-9110-4f0c-8de1-c55490601541",
+    "Beatriz": "73b57956-ffe9-4154-b896-e42339070a19",
+    "Tiago": "88ef9b93-1bb0-4007-bda6-a213622c531a",
+    "Giulia": "4337cdbb-e1af-45e7-9b11-2475ebd9daf6",
+    "Marco": "2773db25-ca9d-4f74-9d2c-72b81a85b24a",
+    "Sanne": "17ef958f-ef05-47fb-b5cc-b82587bcde10",
+    "Daan": "827b8d8f-8a4f-462d-bc46-64731e826b5d",
+    "Lena": "e922cfb3-e63f-49e4-9167-39a60ea0d456",
+    "Jonas": "cea08830-c854-422a-9adc-a82e35401db4",
+    "Priya": "a5dc8fab-cc20-4341-bb9c-d6e09d89dfc5",
+    "Omar": "5e54a764-108d-4195-a392-9964c387bff3",
+}
+
+
 class _Spec(NamedTuple):
-    id: str  # never change it: clients store it
     name: str
     language: str
     gender: Gender
@@ -147,30 +168,27 @@ class _Spec(NamedTuple):
     pitch_range: int
     rate: float
     emotions: int  # how many of _EMOTIONS, in their order
+    volume: int = 100  # some variants are louder than others: keep emotions from clipping
 
 
 _PRESETS: Final = (
-    _Spec("82c99ee6-f932-423f-a4a3-d403c8914b8d", "Jane", "en", "female", "f3", 52, 60, 1.0, 9),
-    _Spec("c56da398-a7b5-4a2d-862b-47f252d16d16", "Paul", "en", "male", "m3", 58, 55, 0.98, 8),
-    _Spec("c03032df-a466-44e1-9831-2029deb12a1c", "Emma", "en", "female", "f5", 44, 48, 1.06, 5),
-    _Spec("5c8b282f-939d-40af-9b2d-18a1d4eff821", "Marie", "fr", "female", "f2", 50, 62, 1.0, 5),
-    _Spec("d079b0fb-6f34-4302-a56e-480a51171a34", "Louis", "fr", "male", "m2", 55, 50, 1.0, 5),
-    _Spec("350aa223-f233-4b5d-b1e2-1e1495a802a7", "Lucia", "es", "female", "f4", 56, 65, 1.05, 5),
-    _Spec("a521f516-9110-4f0c-8de1-c55490601541", "Mateo", "es", "male", "m6", 60, 58, 1.04, 5),
-    _Spec("73b57956-ffe9-4154-b896-e42339070a19", "Beatriz", "pt", "female", "f1", 58, 55, 1.0, 5),
-    _Spec("88ef9b93-1bb0-4007-bda6-a213622c531a", "Tiago", "pt", "male", "m7", 52, 52, 0.98, 5),
-    _Spec(
-        "4337cdbb-e1af-45e7-9b11-2475ebd9daf6", "Giulia", "it", "female", "linda", 44, 66, 1.03, 5
-    ),
-    _Spec("2773db25-ca9d-4f74-9d2c-72b81a85b24a", "Marco", "it", "male", "michel", 50, 60, 1.02, 5),
-    _Spec("17ef958f-ef05-47fb-b5cc-b82587bcde10", "Sanne", "nl", "female", "steph", 54, 52, 1.0, 5),
-    _Spec("827b8d8f-8a4f-462d-bc46-64731e826b5d", "Daan", "nl", "male", "m1", 62, 48, 1.0, 5),
-    _Spec("e922cfb3-e63f-49e4-9167-39a60ea0d456", "Lena", "de", "female", "f2", 60, 45, 0.97, 5),
-    _Spec("cea08830-c854-422a-9adc-a82e35401db4", "Jonas", "de", "male", "m5", 56, 45, 0.96, 5),
-    _Spec(
-        "a5dc8fab-cc20-4341-bb9c-d6e09d89dfc5", "Priya", "hi", "female", "Alicia", 38, 58, 0.98, 5
-    ),
-    _Spec("5e54a764-108d-4195-a392-9964c387bff3", "Omar", "ar", "male", "m4", 60, 55, 0.95, 5),
+    _Spec("Jane", "en", "female", "f3", 52, 60, 1.00, 9),
+    _Spec("Paul", "en", "male", "m3", 58, 55, 0.98, 8),
+    _Spec("Emma", "en", "female", "f5", 44, 48, 1.06, 5),
+    _Spec("Marie", "fr", "female", "f2", 50, 62, 1.00, 5),
+    _Spec("Louis", "fr", "male", "m2", 55, 50, 1.00, 5),
+    _Spec("Lucia", "es", "female", "f4", 56, 65, 1.05, 5),
+    _Spec("Mateo", "es", "male", "m6", 60, 58, 1.04, 5),
+    _Spec("Beatriz", "pt", "female", "f1", 58, 55, 1.00, 5, volume=90),
+    _Spec("Tiago", "pt", "male", "m7", 52, 52, 0.98, 5),
+    _Spec("Giulia", "it", "female", "linda", 44, 66, 1.03, 5, volume=85),
+    _Spec("Marco", "it", "male", "michel", 50, 60, 1.02, 5),
+    _Spec("Sanne", "nl", "female", "steph", 54, 52, 1.00, 5),
+    _Spec("Daan", "nl", "male", "m1", 62, 48, 1.00, 5),
+    _Spec("Lena", "de", "female", "f2", 60, 45, 0.97, 5),
+    _Spec("Jonas", "de", "male", "m5", 56, 45, 0.96, 5),
+    _Spec("Priya", "hi", "female", "Alicia", 38, 58, 0.98, 5),
+    _Spec("Omar", "ar", "male", "m4", 60, 55, 0.95, 5),
 )
 
 
@@ -198,11 +216,17 @@ def _build_presets() -> tuple[PresetVoice, ...]:
     presets = []
     for spec in _PRESETS:
         neutral = Prosody(
-            espeak_voice_for(spec.language), spec.variant, spec.pitch, spec.pitch_range, spec.rate
+            espeak_voice_for(spec.language),
+            spec.variant,
+            spec.pitch,
+            spec.pitch_range,
+            spec.rate,
+            spec.volume,
         )
         emotions = list(_EMOTIONS)[: spec.emotions]
-        variants = tuple(_variant(spec.id, spec.gender, e, neutral) for e in emotions)
-        presets.append(PresetVoice(spec.id, spec.name, spec.language, spec.gender, variants))
+        preset_id = _IDS[spec.name]
+        variants = tuple(_variant(preset_id, spec.gender, e, neutral) for e in emotions)
+        presets.append(PresetVoice(preset_id, spec.name, spec.language, spec.gender, variants))
     return tuple(presets)
 
 
@@ -258,6 +282,8 @@ def prosody_for_clone(language: str, gender: str | None, median_pitch_hz: float 
     An explicit ``gender`` picks the variant family; otherwise the measured pitch does, and
     with neither the voice is female. The pitch setting then matches the measured pitch.
     """
+    if median_pitch_hz is not None and not (math.isfinite(median_pitch_hz) and median_pitch_hz > 0):
+        median_pitch_hz = None
     family = _family(gender, median_pitch_hz)
     target = median_pitch_hz or _TYPICAL_HZ[family]
     variant, pitch = min(
