@@ -168,8 +168,10 @@ class Engine:
             credits = self.accounts.charge(hold)
             charged = True
             await response.write(_sse("speech.audio.done", {"credits_used": credits}))
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             log.info("stream client went away before the end; nothing charged")
+        except asyncio.CancelledError:
+            log.info("stream cancelled before the end; nothing charged")
             raise
         except Exception as exc:
             log.exception("stream failed after it started")

@@ -1,0 +1,168 @@
+"""Where the time to first audio goes, for an LLM streaming tokens at 30 tokens/s.
+
+The embedded engine runs on loopback in its own thread; a Session is fed 4-character tokens
+at 30/s and its events are taken as a transport would. Per run it measures:
+
+  first token -> token that completes chunk 1 (waiting for text: the LLM's pace, not ours)
+  that token -> chunk sent upstream            (segmenter + ledger reserve)
+  upstream request -> its first PCM            (the upstream's own first-byte time)
+  upstream first PCM -> first audio out        (normalise, order, hand to the transport)
+  first token -> first audio out               (what the listener waits)
+
+and the ratio of gateway-added time to the upstream's own first-byte time, where the
+gateway-added time is the two gateway steps (the wait for text is the LLM's, and would be
+the same with any gateway). Both ledgers: in-process, and Redis on a local server.
+
+    python bench/session_latency.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from voxgate.sessions.events import AudioOut, ContextDone
+from voxgate.sessions.ledger import Ledger
+from voxgate.sessions.ledger_memory import MemoryLedger
+from voxgate.sessions.ledger_redis import RedisLedger
+from voxgate.sessions.session import Session
+from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
+from voxgate.upstream.engine.background import BackgroundEngine
+from voxgate.upstream.pcm import PcmChunk
+
+TEXT = (
+    "Sure, I can help with that. Your order shipped on Monday and should arrive by "
+    "Thursday. Is there anything else I can do for you today?"
+)
+TOKEN_RATE = 30.0
+
+
+@dataclass
+class TimedUpstream:
+    upstream: Upstream
+    sent: list[float] = field(default_factory=list)
+    first_pcm: list[float] = field(default_factory=list)
+
+    async def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]:
+        self.sent.append(time.perf_counter())
+        first = True
+        async for chunk in self.upstream.stream(request):
+            if first:
+                self.first_pcm.append(time.perf_counter())
+                first = False
+            yield chunk
+
+
+async def one_run(upstream: Upstream, ledger: Ledger, run: int) -> dict[str, float]:
+    timed = TimedUpstream(upstream)
+    account = f"bench-{run}-{time.time_ns()}"
+    await ledger.create_account(account, 10_000)
+    session = Session(upstream=timed, ledger=ledger, account_id=account)
+    tokens = [TEXT[i : i + 4] for i in range(0, len(TEXT), 4)]
+
+    pushed: list[float] = []
+
+    async def feed() -> None:
+        for token in tokens:
+            pushed.append(time.perf_counter())
+            session.append(token)
+            await asyncio.sleep(1 / TOKEN_RATE)
+        session.close_context()
+
+    start = time.perf_counter()
+    feeder = asyncio.create_task(feed())
+    first_audio = 0.0
+    while True:
+        event = await session.next_event()
+        if isinstance(event, AudioOut) and not first_audio:
+            first_audio = time.perf_counter()
+        if isinstance(event, ContextDone):
+            break
+    await feeder
+    await session.aclose()
+    sent, first_pcm = timed.sent[0], timed.first_pcm[0]
+    completing = max(t for t in pushed if t <= sent)
+    upstream_fb = first_pcm - sent
+    gateway = (sent - completing) + (first_audio - first_pcm)
+    return {
+        "text_wait": (completing - start) * 1000,
+        "to_upstream": (sent - completing) * 1000,
+        "upstream_fb": upstream_fb * 1000,
+        "after_upstream": (first_audio - first_pcm) * 1000,
+        "to_audio": (first_audio - start) * 1000,
+        "ratio": gateway / upstream_fb,
+    }
+
+
+def report(name: str, results: list[dict[str, float]]) -> None:
+    print(f"\n{name} ledger, {len(results)} runs, tokens of 4 chars at {TOKEN_RATE:g}/s")
+    labels = {
+        "text_wait": "first token -> token completing chunk",
+        "to_upstream": "that token -> chunk sent upstream",
+        "upstream_fb": "upstream's own first-byte time",
+        "after_upstream": "upstream first PCM -> audio out",
+        "to_audio": "first token -> first audio out",
+    }
+    for key, label in labels.items():
+        values = sorted(r[key] for r in results)
+        p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+        print(f"  {label:38s} p50 {statistics.median(values):8.2f} ms   p99 {p99:8.2f} ms")
+    ratio = statistics.median(r["ratio"] for r in results)
+    print(f"  gateway-added / upstream first-byte     median {ratio:.2f}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def main(runs: int) -> None:
+    with BackgroundEngine() as engine:
+        config = UpstreamConfig(base_url=engine.base_url, api_key=engine.api_key)
+        async with Upstream(config) as upstream:
+            await one_run(upstream, MemoryLedger(), -1)  # warm-up
+            report("in-process", [await one_run(upstream, MemoryLedger(), i) for i in range(runs)])
+            redis_server = shutil.which("redis-server")
+            if redis_server is None:
+                print("\nredis-server not installed: Redis ledger skipped")
+                return
+            port = free_port()
+            with tempfile.TemporaryDirectory() as tmp:
+                server = subprocess.Popen(  # noqa: ASYNC220 - a benchmark's own server, once
+                    [
+                        redis_server,
+                        "--port",
+                        str(port),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        tmp,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                try:
+                    await asyncio.sleep(0.3)
+                    ledger = RedisLedger.from_url(f"redis://127.0.0.1:{port}/0")
+                    results = [await one_run(upstream, ledger, i) for i in range(runs)]
+                    await ledger.aclose()
+                    report("Redis", results)
+                finally:
+                    server.terminate()
+                    server.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=15)
+    asyncio.run(main(parser.parse_args().runs))

@@ -1,0 +1,1 @@
+"""Audio formats: normalising upstream PCM, encoders for every sink, the playout buffer."""

@@ -1,0 +1,343 @@
+"""A context: one turn of speech, from its text to its audio, with its own text queue.
+
+Text goes through the context's Segmenter into chunks; each chunk is reserved in the
+ledger, then fetched upstream by a ChunkJob, several at once within the pipeline limits;
+audio leaves strictly in chunk order, each chunk starting where the previous one ended.
+Credits are committed when a chunk's audio has been delivered (taken by the transport),
+refunded when it failed, and split at the delivered position on interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from voxgate.errors import ProtocolViolation, QuotaExceeded, VoxgateError
+from voxgate.sessions.alignment import estimate_words, heard_cut
+from voxgate.sessions.chunk_job import ChunkJob, JobState
+from voxgate.sessions.events import (
+    AudioOut,
+    ChunkEnded,
+    ChunkFailed,
+    ChunkStarted,
+    ContextDone,
+    Event,
+    Interrupted,
+    Usage,
+)
+from voxgate.sessions.segmenter import Chunk, Segmenter
+
+if TYPE_CHECKING:
+    from voxgate.sessions.session import Session
+
+log = logging.getLogger(__name__)
+
+# Speech runs at roughly 14-16 characters a second; used only to place the cut inside a
+# chunk that was interrupted before its full duration was known.
+_ESTIMATED_MS_PER_CHAR = 65.0
+
+
+class ContextState(StrEnum):
+    OPEN = "open"  # taking text
+    CLOSING = "closing"  # no more text; finishing its audio
+    DONE = "done"  # all audio handed to the transport
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class _Chunk:
+    index: int
+    text: str
+    op_id: str
+    reserved: bool = False
+    settled: bool = False
+    start_ms: float | None = None  # where its audio starts on the context's timeline
+    emitted_bytes: int = 0
+    delivered_bytes: int = 0
+    full_ms: float | None = None  # its whole duration, once the upstream finished it
+
+
+class Context:
+    def __init__(self, context_id: str, session: Session) -> None:
+        self.id = context_id
+        self.state = ContextState.OPEN
+        self._session = session
+        self._options = session.options
+        self._rate = session.options.sample_rate
+        self._segmenter = Segmenter(session.options.segmenter)
+        self._chunks: list[_Chunk] = []
+        self._waiting: deque[_Chunk] = deque()
+        self._jobs: deque[ChunkJob] = deque()
+        self._wake = asyncio.Event()
+        self._emitted_ms = 0.0
+        self._first_audio_at: float | None = None
+        self._played_report: tuple[float, float] | None = None  # (played_ms, at)
+        self._committed_chars = 0
+        self._committed_chunks = 0
+        self.done_delivered = False
+        self._task = asyncio.create_task(self._run(), name=f"context-{context_id}")
+
+    # -- commands ---------------------------------------------------------------------
+
+    def append(self, text: str) -> None:
+        self._require_open("append text to")
+        self._enqueue(self._segmenter.push(text, self._session.clock()))
+
+    def flush(self) -> None:
+        self._require_open("flush")
+        self._enqueue(self._segmenter.flush())
+
+    def close(self) -> None:
+        """End of turn: what is buffered is spoken, then ``ContextDone`` follows its audio."""
+        self._require_open("close")
+        self._enqueue(self._segmenter.flush())
+        self._set_state(ContextState.CLOSING)
+        self._wake.set()
+
+    def report_played(self, played_ms: float) -> None:
+        self._played_report = (played_ms, self._session.clock())
+        self._wake.set()
+
+    def interrupt(self, played_ms: float | None) -> Interrupted:
+        """Stop at once: nothing more of this context reaches the transport after this call."""
+        if self.state is ContextState.INTERRUPTED or self.done_delivered:
+            raise ProtocolViolation(
+                f"context {self.id!r} is {self.state}; nothing to interrupt", code="context_closed"
+            )
+        pending = "".join(c.text for c in self._segmenter.flush()) if self._is_taking_text else ""
+        self._set_state(ContextState.INTERRUPTED)
+        for job in self._jobs:
+            job.cancel()
+        self._session.purge(self.id)
+        delivered_ms = self._ms(sum(c.delivered_bytes for c in self._chunks))
+        played = delivered_ms if played_ms is None else max(0.0, min(played_ms, delivered_ms))
+        heard, unheard = self._split(played)
+        self._settle_interrupted()
+        event = Interrupted(self.id, heard, unheard + pending, played, self.usage())
+        self._session.emit(event)
+        self._wake.set()
+        return event
+
+    async def aclose(self) -> None:
+        """Stop without a word to the transport (the session is closing); settle credits."""
+        if self.state not in (ContextState.INTERRUPTED, ContextState.DONE):
+            self._set_state(ContextState.INTERRUPTED)
+        for job in self._jobs:
+            job.cancel()
+        self._settle_interrupted()
+        self._wake.set()
+        await asyncio.gather(self._task, *(j.join() for j in self._jobs), return_exceptions=True)
+
+    # -- what the transport took -------------------------------------------------------
+
+    def delivered(self, event: Event) -> Event:
+        """Account for an event the transport has taken; returns it, completed if need be."""
+        if isinstance(event, AudioOut):
+            self._chunks[event.chunk_index].delivered_bytes += len(event.pcm)
+        elif isinstance(event, ChunkEnded):
+            chunk = self._chunks[event.chunk_index]
+            self._settle(chunk, commit=len(chunk.text))
+        elif isinstance(event, ContextDone):
+            self.done_delivered = True
+            return replace(event, usage=self.usage())
+        return event
+
+    def usage(self) -> Usage:
+        delivered = sum(c.delivered_bytes for c in self._chunks)
+        return Usage(self._committed_chars, self._ms(delivered), self._committed_chunks)
+
+    # -- the run loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self.state in (ContextState.OPEN, ContextState.CLOSING):
+                self._wake.clear()
+                if self.state is ContextState.OPEN:
+                    self._enqueue(self._segmenter.poll(self._session.clock()))
+                await self._start_jobs()
+                progressed = self._emit_in_order()
+                if self._finished_closing():
+                    self._set_state(ContextState.DONE)
+                    self._session.emit(ContextDone(self.id, self.usage()))
+                    return
+                if not progressed:
+                    await self._sleep()
+        except Exception:
+            log.exception("context %s failed", self.id)
+            self._session.emit_error(
+                "internal_error", "the context failed", fatal=False, context_id=self.id
+            )
+            await self.aclose()
+
+    async def _sleep(self) -> None:
+        # Poll while text may be waiting for its time bound, or while a limit that eases
+        # as audio plays holds back a chunk; otherwise sleep until something happens.
+        timeout = self._options.poll_interval_s if self._is_taking_text or self._waiting else None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _start_jobs(self) -> None:
+        while self._waiting and self._may_start(self._waiting[0]):
+            chunk = self._waiting.popleft()
+            request = self._options.voice.request(chunk.text)
+            job = ChunkJob(chunk.index, chunk.text, chunk.op_id, request, self._rate, self._wake)
+            self._jobs.append(job)
+            try:
+                await self._session.reserve(chunk.op_id, len(chunk.text))
+            except (QuotaExceeded, VoxgateError) as exc:
+                job.fail(exc)
+                continue
+            chunk.reserved = True
+            if self.state is ContextState.INTERRUPTED:  # it came while we awaited the ledger
+                self._settle(chunk, commit=0)
+                return
+            job.start(self._session.upstream, self._options.pipeline.retry)
+
+    def _may_start(self, chunk: _Chunk) -> bool:
+        unfinished = [j for j in self._jobs if not j.finished]
+        if not unfinished and not self._jobs:
+            return True  # a limit may slow a turn, never stall it
+        limits = self._options.pipeline
+        at_risk = sum(len(c.text) for c in self._chunks if c.reserved and not c.settled)
+        buffered = sum(j.buffered_ms for j in self._jobs) + self._unplayed_ms()
+        return (
+            len(unfinished) < limits.max_inflight
+            and at_risk + len(chunk.text) <= limits.max_credits_at_risk
+            and buffered < limits.max_buffered_ms
+        )
+
+    def _emit_in_order(self) -> bool:
+        progressed = False
+        while self._jobs:
+            job = self._jobs[0]
+            chunk = self._chunks[job.index]
+            data = job.take()
+            if data:
+                self._emit_audio(chunk, data)
+                progressed = True
+            if not job.finished:
+                return progressed
+            self._jobs.popleft()
+            self._emit_end(job, chunk)
+            progressed = True
+        return progressed
+
+    def _emit_audio(self, chunk: _Chunk, data: bytes) -> None:
+        if chunk.start_ms is None:
+            chunk.start_ms = self._emitted_ms
+            self._session.emit(
+                ChunkStarted(self.id, chunk.index, chunk.text, chunk.start_ms, retries=0)
+            )
+        if self._first_audio_at is None:
+            self._first_audio_at = self._session.clock()
+        self._session.emit(AudioOut(self.id, chunk.index, data, self._rate, self._emitted_ms))
+        self._emitted_ms += self._ms(len(data))
+        chunk.emitted_bytes += len(data)
+
+    def _emit_end(self, job: ChunkJob, chunk: _Chunk) -> None:
+        if job.state is JobState.DONE:
+            if chunk.start_ms is None:  # a chunk with no audio at all (punctuation, say)
+                chunk.start_ms = self._emitted_ms
+            chunk.full_ms = self._ms(job.received_bytes)
+            end = chunk.start_ms + chunk.full_ms
+            words = estimate_words(chunk.text, chunk.full_ms)
+            self._session.emit(
+                ChunkEnded(self.id, chunk.index, chunk.text, chunk.start_ms, end, words)
+            )
+            return
+        error = job.error or VoxgateError("chunk cancelled")
+        self._session.emit(
+            ChunkFailed(
+                self.id,
+                chunk.index,
+                chunk.text,
+                error.code,
+                error.message,
+                partial=chunk.emitted_bytes > 0,
+            )
+        )
+        if chunk.reserved:
+            self._settle(chunk, commit=0)
+        chunk.settled = True
+
+    def _finished_closing(self) -> bool:
+        return self.state is ContextState.CLOSING and not self._waiting and not self._jobs
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _enqueue(self, released: list[Chunk]) -> None:
+        for item in released:
+            text = item.text
+            if not text.strip():
+                continue
+            index = len(self._chunks)
+            chunk = _Chunk(index, text, f"{self._session.id}:{self.id}:{index}")
+            self._chunks.append(chunk)
+            self._waiting.append(chunk)
+        if released:
+            self._wake.set()
+
+    def _unplayed_ms(self) -> float:
+        now = self._session.clock()
+        if self._played_report is not None:
+            played, at = self._played_report
+        elif self._first_audio_at is not None:
+            played, at = 0.0, self._first_audio_at
+        else:
+            return 0.0
+        # Between reports the listener keeps playing in real time.
+        return max(0.0, self._emitted_ms - (played + (now - at) * 1000))
+
+    def _split(self, played_ms: float) -> tuple[str, str]:
+        heard, unheard = [], []
+        for chunk in self._chunks:
+            if chunk.start_ms is None or chunk.delivered_bytes == 0:
+                unheard.append(chunk.text)
+                continue
+            cut = heard_cut(chunk.text, self._duration(chunk), played_ms - chunk.start_ms)
+            heard.append(chunk.text[:cut])
+            unheard.append(chunk.text[cut:])
+        return "".join(heard), "".join(unheard)
+
+    def _settle_interrupted(self) -> None:
+        for chunk in self._chunks:
+            if chunk.reserved and not chunk.settled:
+                delivered = self._ms(chunk.delivered_bytes)
+                cut = heard_cut(chunk.text, self._duration(chunk), delivered) if delivered else 0
+                self._settle(chunk, commit=cut)
+
+    def _settle(self, chunk: _Chunk, *, commit: int) -> None:
+        chunk.settled = True
+        if commit > 0:
+            self._committed_chars += commit
+            self._committed_chunks += 1
+        self._session.settle(chunk.op_id, commit)
+
+    def _duration(self, chunk: _Chunk) -> float:
+        if chunk.full_ms is not None:
+            return chunk.full_ms
+        return max(self._ms(chunk.emitted_bytes), len(chunk.text) * _ESTIMATED_MS_PER_CHAR)
+
+    def _ms(self, nbytes: int) -> float:
+        return nbytes * 500 / self._rate
+
+    @property
+    def _is_taking_text(self) -> bool:
+        return self.state is ContextState.OPEN
+
+    def _require_open(self, action: str) -> None:
+        if self.state is not ContextState.OPEN:
+            raise ProtocolViolation(
+                f"cannot {action} context {self.id!r}: it is {self.state}", code="context_closed"
+            )
+
+    def _set_state(self, state: ContextState) -> None:
+        log.debug("context %s: %s -> %s", self.id, self.state, state)
+        self.state = state

@@ -1,0 +1,87 @@
+"""A real ``redis-server`` for the integration tests: one per test run, emptied between tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+START_TIMEOUT_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    client = redis.Redis.from_url(url, socket_timeout=1.0)
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if client.ping():
+                    return True
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        return False
+    finally:
+        client.close()
+
+
+def start_redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``redis-server`` on a free loopback port with no persistence; (process, URL).
+
+    The port is chosen, released, then bound by the server, so another process can take it in
+    between: a server that does not answer is stopped and started again on another port.
+    """
+    for _ in range(3):
+        port = _free_port()
+        command = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(directory)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"redis://127.0.0.1:{port}/0"
+        if _wait_for_ping(url, process):
+            return process, url
+        stop_redis_server(process)
+    raise RuntimeError(f"{REDIS_SERVER} did not answer PING within {START_TIMEOUT_S} s")
+
+
+def stop_redis_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a redis-server started for this test run, stopped at its end."""
+    process, url = start_redis_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        stop_redis_server(process)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The test run's redis-server, with an empty database before and after the test."""
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+        yield redis_server_url
+        client.flushdb()
+    finally:
+        client.close()
