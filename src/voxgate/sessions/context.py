@@ -60,6 +60,15 @@ class _Chunk:
     delivered_bytes: int = 0
     full_ms: float | None = None  # its whole duration, once the upstream finished it
 
+    @property
+    def spoken(self) -> str:
+        # The whitespace after a boundary belongs to the chunk; it is not sent, nor paid for.
+        return self.text.strip()
+
+    @property
+    def cost(self) -> int:
+        return len(self.spoken)
+
 
 class Context:
     def __init__(self, context_id: str, session: Session) -> None:
@@ -140,7 +149,7 @@ class Context:
             self._chunks[event.chunk_index].delivered_bytes += len(event.pcm)
         elif isinstance(event, ChunkEnded):
             chunk = self._chunks[event.chunk_index]
-            self._settle(chunk, commit=len(chunk.text))
+            self._settle(chunk, commit=chunk.cost)
         elif isinstance(event, ContextDone):
             self.done_delivered = True
             return replace(event, usage=self.usage())
@@ -174,9 +183,13 @@ class Context:
             await self.aclose()
 
     async def _sleep(self) -> None:
-        # Poll while text may be waiting for its time bound, or while a limit that eases
-        # as audio plays holds back a chunk; otherwise sleep until something happens.
-        timeout = self._options.poll_interval_s if self._is_taking_text or self._waiting else None
+        # Wake at the segmenter's time bound, and poll while a limit that eases as audio
+        # plays holds back a chunk; otherwise sleep until something happens.
+        timeout = self._options.poll_interval_s if self._waiting else None
+        deadline = self._segmenter.deadline if self._is_taking_text else None
+        if deadline is not None:
+            until = max(0.0, deadline - self._session.clock())
+            timeout = until if timeout is None else min(timeout, until)
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -186,11 +199,11 @@ class Context:
     async def _start_jobs(self) -> None:
         while self._waiting and self._may_start(self._waiting[0]):
             chunk = self._waiting.popleft()
-            request = self._options.voice.request(chunk.text)
+            request = self._options.voice.request(chunk.spoken)
             job = ChunkJob(chunk.index, chunk.text, chunk.op_id, request, self._rate, self._wake)
             self._jobs.append(job)
             try:
-                await self._session.reserve(chunk.op_id, len(chunk.text))
+                await self._session.reserve(chunk.op_id, chunk.cost)
             except (QuotaExceeded, VoxgateError) as exc:
                 job.fail(exc)
                 continue
@@ -205,11 +218,11 @@ class Context:
         if not unfinished and not self._jobs:
             return True  # a limit may slow a turn, never stall it
         limits = self._options.pipeline
-        at_risk = sum(len(c.text) for c in self._chunks if c.reserved and not c.settled)
+        at_risk = sum(c.cost for c in self._chunks if c.reserved and not c.settled)
         buffered = sum(j.buffered_ms for j in self._jobs) + self._unplayed_ms()
         return (
             len(unfinished) < limits.max_inflight
-            and at_risk + len(chunk.text) <= limits.max_credits_at_risk
+            and at_risk + chunk.cost <= limits.max_credits_at_risk
             and buffered < limits.max_buffered_ms
         )
 
@@ -311,7 +324,7 @@ class Context:
             if chunk.reserved and not chunk.settled:
                 delivered = self._ms(chunk.delivered_bytes)
                 cut = heard_cut(chunk.text, self._duration(chunk), delivered) if delivered else 0
-                self._settle(chunk, commit=cut)
+                self._settle(chunk, commit=min(len(chunk.text[:cut].strip()), chunk.cost))
 
     def _settle(self, chunk: _Chunk, *, commit: int) -> None:
         chunk.settled = True

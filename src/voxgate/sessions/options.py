@@ -68,7 +68,7 @@ class SessionOptions:
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     sample_rate: int = 24000
     max_contexts: int = 4
-    poll_interval_s: float = 0.05  # how often buffered text is checked against the time bound
+    poll_interval_s: float = 0.05  # how often a chunk held back by a pipeline limit is retried
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000, 24000, 48000):

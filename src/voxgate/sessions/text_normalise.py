@@ -61,7 +61,7 @@ _ALT_PLAIN = re.compile(f"[^\\[\\]{_NEWLINE_CHARS}]+")
 _DELIMITER_ROW = re.compile(r"\|[ \t]*:?-+:?[ \t]*")
 _DELIMITER_START = re.compile(r"\|[ \t]*:?")
 
-Handler = Callable[[bool], int | None]
+_Handler = Callable[[bool], int | None]
 
 
 class _Mode(enum.Enum):
@@ -92,7 +92,7 @@ class TextNormaliser:
         self._raw = ""
         self._pos = 0
         self._out: list[str] = []
-        self._handlers: dict[_Mode, Handler] = {
+        self._handlers: dict[_Mode, _Handler] = {
             _Mode.LINE_START: self._line_start,
             _Mode.AFTER_BULLET: self._after_bullet,
             _Mode.INLINE: self._inline,
@@ -103,7 +103,7 @@ class TextNormaliser:
             _Mode.FENCE_REST: self._fence_rest,
             _Mode.DROP_LINE: self._drop_line,
         }
-        self._marks: dict[str, Handler] = {
+        self._marks: dict[str, _Handler] = {
             "\\": self._escape,
             "`": self._code_open,
             "*": self._emphasis,
