@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,13 +21,9 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from voxgate.envelope import envelope_errors, error_body, ok
 from voxgate.errors import (
-    AudioError,
-    AuthError,
     InvalidInput,
-    LimitExceeded,
-    QuotaExceeded,
-    VoxgateError,
 )
 from voxgate.upstream.engine import audio
 from voxgate.upstream.engine.accounts import Account, Accounts
@@ -56,14 +52,6 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/tts"
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine")
 _MAX_BODY = 16 * 1024 * 1024
-_STATUS_BY_CODE = {"voice_not_found": 404, "not_found": 404, "ref_audio_too_large": 413}
-_STATUS_BY_TYPE: tuple[tuple[type[VoxgateError], int], ...] = (
-    (AuthError, 401),
-    (QuotaExceeded, 402),
-    (LimitExceeded, 403),
-    (AudioError, 422),
-    (InvalidInput, 400),
-)
 _MIME = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
@@ -134,7 +122,7 @@ class Engine:
         credits = self.accounts.charge(hold)
         generation_id = str(uuid.uuid4())
         self._remember(generation_id, encoded, params.response_format)
-        return _ok(
+        return ok(
             {
                 "audio_data": base64.b64encode(encoded).decode(),
                 "format": params.response_format,
@@ -175,7 +163,7 @@ class Engine:
             raise
         except Exception as exc:
             log.exception("stream failed after it started")
-            await _try_write(response, _sse("error", _error_body(exc)))
+            await _try_write(response, _sse("error", error_body(exc)))
         finally:
             if not charged:
                 self.accounts.release(hold)
@@ -249,14 +237,14 @@ class Engine:
         body = voice.to_json(_base_url(request))
         body.pop("tags")
         body.pop("ref_audio_url")
-        return _ok(body)
+        return ok(body)
 
     async def list_voices(self, request: web.Request) -> web.Response:
         account = self._auth(request)
         page, limit = paging(dict(request.query))
         voices, total = self.voices.page(account.key_id, page, limit)
         base = _base_url(request)
-        return _ok(
+        return ok(
             {
                 "voices": [v.to_json(base) for v in voices],
                 "total": total,
@@ -266,7 +254,7 @@ class Engine:
         )
 
     async def list_presets(self, request: web.Request) -> web.Response:
-        return _ok({"voices": preset_catalogue()})
+        return ok({"voices": preset_catalogue()})
 
     async def update_voice(self, request: web.Request) -> web.Response:
         account = self._auth(request)
@@ -277,7 +265,7 @@ class Engine:
             gender = changes.get("gender", voice.gender)
             changes["prosody"] = prosody_for_clone(language, gender, voice.pitch_hz)
         updated = self.voices.update(voice, **changes)
-        return _ok(
+        return ok(
             {
                 "id": updated.id,
                 "name": updated.name,
@@ -291,7 +279,7 @@ class Engine:
         account = self._auth(request)
         voice = self._saved(account, request)
         self.voices.delete(voice)
-        return _ok({"id": voice.id})
+        return ok({"id": voice.id})
 
     async def voice_ref_audio(self, request: web.Request) -> web.Response:
         voice = self._saved(self._auth(request), request)
@@ -305,7 +293,7 @@ class Engine:
         return web.Response(body=data, content_type=_MIME[fmt])
 
     async def health(self, request: web.Request) -> web.Response:
-        return _ok({"status": "ok"})
+        return ok({"status": "ok"})
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -333,7 +321,7 @@ def create_engine_app(
     """An aiohttp application serving the engine; it owns its synthesiser unless given one."""
     owned = synthesizer is None
     engine = Engine(accounts, synthesizer or Synthesizer(), config or EngineConfig())
-    app = web.Application(middlewares=[_envelope_errors], client_max_size=_MAX_BODY)
+    app = web.Application(middlewares=[envelope_errors], client_max_size=_MAX_BODY)
     app.add_routes(engine.routes())
     app[ENGINE_KEY] = engine
 
@@ -343,51 +331,6 @@ def create_engine_app(
 
     app.on_cleanup.append(close_synthesizer)
     return app
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except VoxgateError as exc:
-        return _error_response(_status_of(exc), exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        name = "not_found" if exc.status == 404 else exc.reason.lower().replace(" ", "_")
-        return _error_response(exc.status, name, exc.reason)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error_response(500, "internal_error", "the engine failed; see its log")
-
-
-def _status_of(exc: VoxgateError) -> int:
-    if exc.code in _STATUS_BY_CODE:
-        return _STATUS_BY_CODE[exc.code]
-    for kind, status in _STATUS_BY_TYPE:
-        if isinstance(exc, kind):
-            return status
-    return 500
-
-
-def _error_response(status: int, name: str, message: str) -> web.Response:
-    body = {"code": status, "error": name, "message": message, "data": None}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def _error_body(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, VoxgateError):
-        return {"code": _status_of(exc), "error": exc.code, "message": exc.message}
-    return {"code": 500, "error": "internal_error", "message": "synthesis failed"}
-
-
-def _ok(data: dict[str, Any]) -> web.Response:
-    return web.Response(
-        body=orjson.dumps({"code": 0, "data": data}), content_type="application/json"
-    )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
