@@ -15,16 +15,9 @@ whitespace opens the next chunk. A turn's last chunk never ends with whitespace.
 
 **Cuts.** The first chunk of a turn ends at the first clause or sentence boundary at least
 ``first_min_chars`` long; later chunks end at the first sentence boundary at least
-``min_chars`` long, so short sentences are combined. A boundary is punctuation followed by a
-space (or by anything, for CJK marks and an attached em dash), confirmed only once the next
-word begins. It is not a boundary inside a number (3.14, 1,000, 10:30), a version, a URL or
-an e-mail address (no space follows), after an abbreviation (Dr., e.g., z.B.), an initial
-(J. R. R. Tolkien) or a German ordinal date (3. Mai), nor inside open quotes or brackets
-(which reset at a line break). A period, ellipsis, ``?`` or ``!`` followed by a lower-case
-word is no sentence end (``?`` and ``…`` then count as clause boundaries). A line break is a
-sentence boundary (headings, list items). Words with nothing to say (``:)``, ``—``, emoji)
-after a boundary join the chunk before it, and a boundary never makes a chunk without a
-letter or digit: such text joins a neighbour.
+``min_chars`` long, so short sentences are combined. What ends a clause or a sentence, and
+what does not, is described in :mod:`voxgate.sessions.boundaries`. A boundary never makes a
+chunk without a letter or digit: such text joins a neighbour.
 
 **Time.** When no boundary comes, the time bound (``first_time_bound`` for a first chunk,
 else ``time_bound``, counted from the arrival of the oldest pending character, or from the
@@ -49,9 +42,17 @@ import re
 import unicodedata
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from voxgate.errors import InvalidInput
+from voxgate.sessions.boundaries import (
+    CLAUSE,
+    NO_BREAK_BEFORE,
+    SENTENCE,
+    WORD_ENDS,
+    Boundary,
+    BoundaryScanner,
+)
 from voxgate.sessions.text_normalise import TextNormaliser, normalise
 
 __all__ = [
@@ -68,54 +69,11 @@ UPSTREAM_MAX_CHARS = 5000
 
 ChunkReason = Literal["clause", "sentence", "time", "length", "flush"]
 
-_CLAUSE, _SENTENCE = 1, 2
-_HARD_STOPS = frozenset("。！？।॥؟۔")  # end a sentence whatever case follows
-_CJK_MARKS = frozenset("。！？，、；：")  # need no space after them
-_CLAUSE_MARKS = frozenset(",;:，、；：،؛—")
-_LOOSE_DASHES = frozenset("-–")  # clause marks only between spaces: "a - b", "a – b"
-_PUNCT = frozenset(".?!…") | _HARD_STOPS | _CLAUSE_MARKS | _LOOSE_DASHES
-_PAIRS = {
-    "(": ")", "[": "]", "{": "}", "“": "”", "„": "“”", "‘": "’", "‚": "‘’", "«": "»",
-    "»": "«", "‹": "›", "›": "‹", '"': '"', "「": "」", "『": "』", "【": "】", "《": "》",
-    "〈": "〉", "（": "）",
-}  # fmt: skip
-_APOSTROPHES = frozenset("'’")  # closers only at a word's end ("don't" is one word)
-_CLOSERS = frozenset("".join(_PAIRS.values())) | _APOSTROPHES
-_AMBIGUOUS = _CLOSERS & frozenset(_PAIRS)  # “ « » ‹ › " ‘ open or close, by context
-_SURE_CLOSERS = _CLOSERS - _AMBIGUOUS - _APOSTROPHES
-_LEADING = "".join(_PAIRS) + "¿¡'’"
-_NO_BREAK_BEFORE = _PUNCT | _CLOSERS | {"%"}
-_WORD_ENDS = (
-    (_PUNCT - _LOOSE_DASHES) | _CLOSERS - _APOSTROPHES
-)  # "you." is a whole word  # never start a chunk with "?" (French "Quoi ?")
-_SPECIAL = _PUNCT | _CLOSERS | frozenset(_PAIRS) | {" ", "\n"}
-_PLAIN = re.compile("[^" + re.escape("".join(sorted(_SPECIAL))) + "]+")
 _ALNUM = re.compile(r"[^\W_]")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _WORD_START = re.compile(f"[ \\n]|[{_CJK}](?=[{_CJK}])")
-_MAX_DEPTH = 16  # unbalanced openers beyond this are ignored
-_SKIP_LIMIT = 32  # how far unspeakable words after a boundary may move it
-_LOOKBEHIND = 40  # enough for any abbreviation and the word before it
 _HISTORY = 64  # released text kept for look-behind, so cuts do not change later decisions
-
-
-# Never end a sentence: titles, and abbreviations that a capitalised word follows mid-sentence.
-def _word_set(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
-_ABBREVIATIONS = _word_set(
-    "mr mrs ms mx dr drs prof st sr sra srta sres dra dres mme mlle mmes hr hrn fr frl dhr "
-    "mevr sig sig.ra sig.na dott dott.ssa avv ing dipl rev gen gov sen rep capt lt sgt cpl "
-    "hon supt ud uds vd vds e.g i.e vs cf approx ca z.b u.a d.h bzw vgl evtl ggf inkl sog "
-    "p.ex env av avda bijv o.a d.w.z m.a.w esp"
-)
-_NUMBER_ABBREVIATIONS = _word_set("no nr nº núm num art fig figs vol p pp ch chap sec tel")
-_MAY_END = frozenset(["a.m", "p.m"])  # dotted, yet often the end of a sentence
-_GERMAN_MONTHS = _word_set(
-    "januar jänner februar märz april mai juni juli august september oktober november dezember"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,23 +153,6 @@ class Chunk:
     reason: ChunkReason
 
 
-class _Boundary(NamedTuple):
-    pos: int  # where the next chunk would start
-    strength: int  # _CLAUSE or _SENTENCE
-    nested: bool  # inside open quotes or brackets
-
-
-class _Next(NamedTuple):
-    pos: int  # the boundary, moved past any unspeakable words
-    char: str  # first letter or digit of the next speakable word ("" when not looked for)
-    at: int  # where that character is
-    stack: list[str]  # open quotes and brackets at pos
-
-
-class _NeedMore(Exception):
-    """A decision needs text that has not arrived yet; scanning resumes on the next push."""
-
-
 class Segmenter:
     """Turns pushed tokens into chunks; the module docstring gives the rules."""
 
@@ -228,10 +169,8 @@ class Segmenter:
         self._start = self._end  # the first character not yet released
         self._base = self._end  # offset of _buf[0]: _buf keeps some released text
         self._buf = ""
-        self._scan = self._end  # the first character the boundary scanner has not seen
-        self._stack: list[str] = []  # closers expected for the open quotes and brackets
-        self._cands: list[_Boundary] = []
-        self._checked = 0  # candidates before this one can never qualify
+        self._scanner = BoundaryScanner(self._end)
+        self._checked = 0  # scanned boundaries before this index can never qualify
         self._word_starts: list[int] = []
         self._arrivals: deque[tuple[int, float]] = deque()  # (end offset, time) per push
         self._alnum: int | None = None  # first pending letter or digit
@@ -300,7 +239,7 @@ class Segmenter:
     def _release(self, final: bool) -> list[Chunk]:
         chunks: list[Chunk] = []
         while True:
-            self._scan_text(final)
+            self._scanner.scan(self._buf, self._base, final)
             cut = self._boundary_cut() or self._length_cut()
             if cut is None and not final:
                 cut = self._time_cut()
@@ -310,37 +249,38 @@ class Segmenter:
 
     def _boundary_cut(self) -> tuple[int, ChunkReason] | None:
         limit = self._start + self._options.max_chars
-        while self._checked < len(self._cands):
-            found = self._cands[self._checked]
-            if found.pos > self._scan or found.pos > limit:
+        cands = self._scanner.boundaries
+        while self._checked < len(cands):
+            found = cands[self._checked]
+            if found.pos > self._scanner.scanned or found.pos > limit:
                 return None  # not final yet, or too long: the length cut will decide
             self._checked += 1
             if self._qualifies(found):
-                return found.pos, "sentence" if found.strength == _SENTENCE else "clause"
+                return found.pos, "sentence" if found.strength == SENTENCE else "clause"
         return None
 
-    def _qualifies(self, found: _Boundary) -> bool:
+    def _qualifies(self, found: Boundary) -> bool:
         options = self._options
         if self._first:
-            strength = _CLAUSE if options.first_clause_boundaries else _SENTENCE
+            strength = CLAUSE if options.first_clause_boundaries else SENTENCE
             least = options.first_min_chars
         else:
-            strength, least = _SENTENCE, options.min_chars
+            strength, least = SENTENCE, options.min_chars
         if found.nested or found.strength < strength or found.pos - self._start < least:
             return False
         return self._speakable_before(found.pos)
 
     def _length_cut(self) -> tuple[int, ChunkReason] | None:
         limit = self._start + self._options.max_chars
-        if self._scan <= limit:  # every boundary up to the cap must be known first
+        if self._scanner.scanned <= limit:  # every boundary up to the cap must be known first
             return None
         pos = self._best_boundary(limit) or self._last_word_start(limit) or self._hard_cut(limit)
         return pos, "length"
 
     def _best_boundary(self, limit: int, least: int = 1) -> int | None:
         """The latest strongest boundary up to ``limit`` making a chunk of ``least`` chars."""
-        best: _Boundary | None = None
-        for found in self._cands:
+        best: Boundary | None = None
+        for found in self._scanner.boundaries:
             if found.pos > limit:
                 break
             if found.pos - self._start < least:
@@ -361,7 +301,7 @@ class Segmenter:
         for k in range(bisect.bisect_right(starts, limit) - 1, -1, -1):
             if starts[k] <= alnum:
                 return None
-            if self._buf[starts[k] - self._base] not in _NO_BREAK_BEFORE:
+            if self._buf[starts[k] - self._base] not in NO_BREAK_BEFORE:
                 return starts[k]
         return None
 
@@ -373,7 +313,7 @@ class Segmenter:
         """
         last = self._buf[-1]
         normaliser = self._normaliser
-        ends = last in _WORD_ENDS or bool(_CJK_RE.match(last))
+        ends = last in WORD_ENDS or bool(_CJK_RE.match(last))
         return ends or normaliser.at_word_end or normaliser.holding
 
     def _hard_cut(self, limit: int) -> int:
@@ -410,12 +350,7 @@ class Segmenter:
         self._index += 1
         self._start, self._first, self._checked = pos, False, 0
         self._released_at = self._now
-        if self._scan < pos:
-            self._skip_scan(pos)
-        kept = 0
-        while kept < len(self._cands) and self._cands[kept].pos <= pos:
-            kept += 1
-        del self._cands[:kept]
+        self._scanner.cut(self._buf, self._base, pos)
         del self._word_starts[: bisect.bisect_right(self._word_starts, pos)]
         if self._alnum is not None and self._alnum < pos:
             self._alnum = None
@@ -452,252 +387,6 @@ class Segmenter:
     def _speakable_before(self, pos: int) -> bool:
         alnum = self._first_alnum()
         return alnum is not None and alnum < pos
-
-    # -- scanning for boundaries -------------------------------------------------------
-
-    def _scan_text(self, final: bool) -> None:
-        i = self._scan - self._base
-        try:
-            while i < len(self._buf):
-                i = self._scan_at(i, final)
-        except _NeedMore:
-            pass
-        self._scan = self._base + i
-
-    def _scan_at(self, i: int, final: bool) -> int:
-        buf = self._buf
-        plain = _PLAIN.match(buf, i)
-        if plain:
-            return plain.end()
-        c = buf[i]
-        if c == "\n":
-            self._line_break(i, final)
-        elif c in _PUNCT or c in _CLOSERS:
-            stack = self._stack.copy()
-            end = self._cluster_end(i, stack, final)
-            if end > i:
-                found = self._cluster_boundary(i, end, stack, final)
-                self._stack = stack
-                if found is not None:
-                    self._add(found)
-                return end
-            if c in _PAIRS:
-                self._open(i)
-        elif c in _PAIRS:
-            self._open(i)
-        return i + 1
-
-    def _skip_scan(self, pos: int) -> None:
-        """Catch the scanner up with a cut made beyond it (time bound): brackets only."""
-        for c in self._buf[self._scan - self._base : pos - self._base]:
-            if c == "\n":
-                self._stack = []
-            elif not _close(self._stack, c) and c in _PAIRS and len(self._stack) < _MAX_DEPTH:
-                self._stack.append(_PAIRS[c])
-        self._scan = pos
-
-    def _open(self, i: int) -> None:
-        c = self._buf[i]
-        if c == '"' and i and self._buf[i - 1].isdigit():
-            return  # 12" is inches, not a quote
-        if len(self._stack) < _MAX_DEPTH:
-            self._stack.append(_PAIRS[c])
-
-    def _add(self, found: _Boundary) -> None:
-        cands = self._cands
-        if cands and found.pos <= cands[-1].pos:
-            last = cands[-1]
-            if found.pos == last.pos:  # "Title:\nNext": the clause and the line break agree
-                strength = max(last.strength, found.strength)
-                cands[-1] = _Boundary(found.pos, strength, last.nested and found.nested)
-            return
-        cands.append(found)
-
-    def _cluster_end(self, i: int, stack: list[str], final: bool) -> int:
-        """End of the run of punctuation and closers at i, closing brackets in ``stack``."""
-        buf = self._buf
-        j = i
-        while j < len(buf):
-            c = buf[j]
-            if c in _APOSTROPHES:
-                if j + 1 == len(buf) and not final:
-                    raise _NeedMore
-                if j + 1 < len(buf) and buf[j + 1].isalpha():
-                    break  # "don't", "l'homme"
-                _close(stack, c)
-            elif c in _PUNCT or c in _SURE_CLOSERS:
-                _close(stack, c)
-            elif not (c in _AMBIGUOUS and _close(stack, c)):
-                break
-            j += 1
-        if j == len(buf) and not final:
-            raise _NeedMore
-        return j
-
-    def _cluster_boundary(
-        self, i: int, end: int, stack: list[str], final: bool
-    ) -> _Boundary | None:
-        buf = self._buf
-        cluster = buf[i:end]
-        kind = _kind(cluster)
-        if kind is None or end == len(buf):
-            return None  # at the end of the turn the flush takes the rest anyway
-        after = buf[end]
-        if after == " " or after == "\n":
-            if kind == "dash" and i and not buf[i - 1].isspace():
-                return None  # "well-known", "2010–2020"
-            pos = end + 1
-        elif self._attached(cluster, kind, i, after):
-            pos = end
-        else:
-            return None  # inside a token: 3.14, 1,000, 10:30, v1.2.3, a.b@c.de, URLs
-        nxt = self._next_word(pos, stack, final)
-        if nxt is None:
-            return None
-        strength = self._strength(kind, cluster, i, nxt, final)
-        if pos == end and cluster[-1] in _CLOSERS:
-            strength = min(strength, _CLAUSE)  # 「…。」と言った: a quote inside a sentence
-        return _Boundary(self._base + nxt.pos, strength, bool(nxt.stack)) if strength else None
-
-    def _attached(self, cluster: str, kind: str, i: int, after: str) -> bool:
-        """Whether a boundary needs no space after it: CJK marks, "word—word"."""
-        if after in _PUNCT or after in _CLOSERS:
-            return False
-        if any(c in _CJK_MARKS for c in cluster):
-            return True
-        before = self._buf[i - 1] if i else ""
-        return kind == "clause" and "—" in cluster and not (before.isdigit() and after.isdigit())
-
-    def _strength(self, kind: str, cluster: str, i: int, nxt: _Next, final: bool) -> int:
-        if kind == "stop":
-            return _SENTENCE
-        lower = nxt.char.islower()
-        if kind in ("ask", "ellipsis"):  # 'he asked "why?" and left', "I was... thinking"
-            return _CLAUSE if lower else _SENTENCE
-        if kind == "period":
-            if not lower and self._period_ends(i, nxt, final):
-                return _SENTENCE
-            return _CLAUSE if any(c in _CLAUSE_MARKS for c in cluster) else 0
-        return _CLAUSE
-
-    def _period_ends(self, i: int, nxt: _Next, final: bool) -> bool:
-        word, previous = self._words_before(i)
-        key = word.lower()
-        if not _is_number(previous):  # "5 ms." and "7 p.m." are units and times
-            if key in _ABBREVIATIONS or _is_dotted(key):
-                return False
-            if len(word) == 1 and word.isupper():
-                return False  # an initial: a wrong merge is harmless, a split name is not
-            if key in _NUMBER_ABBREVIATIONS and nxt.char.isdigit():
-                return False
-        if word.isdigit() and len(word) <= 2:  # "am 3. Mai" is a German date
-            return self._next_letters(nxt.at, final).lower() not in _GERMAN_MONTHS
-        return True
-
-    def _words_before(self, i: int) -> tuple[str, str]:
-        """The word ending at i (openers stripped) and the word before it."""
-        buf = self._buf
-        lo = max(0, i - _LOOKBEHIND)
-        words = buf[lo:i].split()
-        if lo and words and not buf[lo - 1].isspace() and not buf[lo].isspace():
-            words.pop(0)  # cut short by the window: too long to be an abbreviation
-        if not words or buf[i - 1].isspace():
-            return "", ""
-        return words[-1].lstrip(_LEADING), words[-2] if len(words) > 1 else ""
-
-    def _next_letters(self, index: int, final: bool) -> str:
-        buf = self._buf
-        end = index
-        while end < len(buf) and end - index < 12 and buf[end].isalpha():
-            end += 1
-        if end == len(buf) and end - index < 12 and not final:
-            raise _NeedMore
-        return buf[index:end]
-
-    def _next_word(self, pos: int, stack: list[str], final: bool) -> _Next | None:
-        """Find the next speakable word after a boundary at ``pos``.
-
-        Words with nothing to say (":)", "—", "🎉") move the boundary past them, so they
-        end the chunk before instead of making one of their own. None when only such
-        words remain before the end of the turn.
-        """
-        buf = self._buf
-        boundary = k = pos
-        frozen = False  # a line break, or the skip limit, fixes the boundary
-        while True:
-            m = k
-            while m < len(buf) and buf[m] != " " and buf[m] != "\n":
-                c = buf[m]
-                if c.isalnum():
-                    return _Next(boundary, c, m, stack)
-                if not frozen:
-                    closed = _closed(stack, c) if c in _CLOSERS else stack
-                    # An opener ("«", "¿", "(") starts the next chunk: the boundary stays.
-                    frozen = closed is stack and (c in _PAIRS or c in "¿¡")
-                    stack = closed
-                m += 1
-                if m - pos > _SKIP_LIMIT:
-                    return _Next(boundary, "", m, stack)
-            if m == len(buf):
-                if final:
-                    return None
-                raise _NeedMore
-            if not frozen:
-                boundary = m + 1
-            if buf[m] == "\n":  # the line break is a boundary of its own
-                stack, frozen = [], True
-            frozen = frozen or m + 1 - pos > _SKIP_LIMIT
-            k = m + 1
-
-    def _line_break(self, i: int, final: bool) -> None:
-        nxt = self._next_word(i + 1, [], final)
-        self._stack = []
-        if nxt is not None:
-            self._add(_Boundary(self._base + nxt.pos, _SENTENCE, False))
-
-
-def _kind(cluster: str) -> str | None:
-    if any(c in _HARD_STOPS for c in cluster):
-        return "stop"
-    if "?" in cluster or "!" in cluster:
-        return "ask"
-    if "…" in cluster or ".." in cluster:
-        return "ellipsis"
-    if "." in cluster:
-        return "period"
-    if any(c in _CLAUSE_MARKS for c in cluster):
-        return "clause"
-    if any(c in _LOOSE_DASHES for c in cluster):
-        return "dash"
-    return None
-
-
-def _close(stack: list[str], char: str) -> bool:
-    """Close the innermost open pair that ``char`` closes, and any left open inside it."""
-    for k in range(len(stack) - 1, -1, -1):
-        if char in stack[k]:
-            del stack[k:]
-            return True
-    return False
-
-
-def _closed(stack: list[str], char: str) -> list[str]:
-    copy = stack.copy()
-    return copy if _close(copy, char) else stack
-
-
-def _is_number(word: str) -> bool:
-    return word.replace(",", "").replace(".", "").isdigit()
-
-
-def _is_dotted(key: str) -> bool:
-    """ "e.g", "z.b", "u.s.a", "ph.d": short letter groups joined by dots."""
-    parts = key.split(".")
-    return (
-        len(parts) > 1
-        and key not in _MAY_END
-        and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
-    )
 
 
 def _joined(buf: str, i: int) -> bool:

@@ -26,10 +26,10 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from voxgate.errors import LimitExceeded, ProtocolViolation
+from voxgate.errors import LimitExceeded, ProtocolViolation, QuotaExceeded
 from voxgate.sessions.chunk_job import SpeechStreamer
 from voxgate.sessions.context import Context, ContextState
-from voxgate.sessions.events import Event, Interrupted, SessionError
+from voxgate.sessions.events import AudioOut, Event, Interrupted, SessionError
 from voxgate.sessions.ledger import Ledger, Reservation
 from voxgate.sessions.ledger import Usage as LedgerUsage
 from voxgate.sessions.options import SessionOptions
@@ -56,6 +56,7 @@ class Session:
         session_id: str | None = None,
         registry: SessionRegistry | None = None,
         registry_ttl_s: float = 30.0,
+        credit_cap: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
@@ -72,6 +73,10 @@ class Session:
         self._settlements: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
+        # A cap on what this one session may spend (a browser's client token carries one).
+        self._credit_cap = credit_cap
+        self._holds: dict[str, int] = {}
+        self._spent_or_held = 0
 
     async def start(self) -> None:
         """Register in the session registry (if any) and keep the record alive."""
@@ -135,6 +140,14 @@ class Session:
     def pending_events(self) -> int:
         return len(self._events)
 
+    def active_contexts(self) -> int:
+        """Contexts that still have text to speak or events to deliver."""
+        return sum(1 for c in self._contexts.values() if _active(c))
+
+    def undelivered_audio_ms(self) -> float:
+        """Audio emitted by the contexts and not yet taken by the transport."""
+        return sum(e.duration_ms for _, e in self._events if isinstance(e, AudioOut))
+
     # -- what contexts need -----------------------------------------------------------
 
     def emit(self, event: Event) -> None:
@@ -151,6 +164,23 @@ class Session:
         self._events = deque(e for e in self._events if e[0] != context_id)
 
     async def reserve(self, op_id: str, amount: int) -> Reservation:
+        if self._credit_cap is not None and self._spent_or_held + amount > self._credit_cap:
+            left = self._credit_cap - self._spent_or_held
+            raise QuotaExceeded(
+                f"this chunk needs {amount} credits; this session may spend {left} more "
+                f"(its limit is {self._credit_cap})",
+                needed=amount,
+                available=left,
+            )
+        self._spent_or_held += amount
+        self._holds[op_id] = amount
+        try:
+            return await self._reserve(op_id, amount)
+        except BaseException:
+            self._spent_or_held -= self._holds.pop(op_id)
+            raise
+
+    async def _reserve(self, op_id: str, amount: int) -> Reservation:
         return await self._ledger.reserve(
             self.account_id, self.id, amount, op_id, self.options.pipeline.reservation_ttl_s
         )
@@ -161,6 +191,7 @@ class Session:
         The ledger is called once per chunk, never per frame, and never on the audio path:
         the transport is not made to wait for it.
         """
+        self._spent_or_held -= self._holds.pop(op_id, 0) - commit
         account = self.account_id
         coro = (
             self._ledger.commit(op_id, commit, account_id=account)

@@ -1,0 +1,366 @@
+"""The Segmenter's boundary scanner: where a turn's normalised text may be cut, as it arrives.
+
+:class:`BoundaryScanner` reads the text the :class:`~voxgate.sessions.segmenter.Segmenter`
+buffers and lists the clause and sentence boundaries in it; which of them make a chunk (by
+length, first chunk or not) is the Segmenter's decision. A decision that needs text that has
+not arrived yet waits for the next push, so without the time bound the boundaries depend only
+on the text, never on how it was split into tokens.
+
+A boundary is punctuation followed by a space (or by anything, for CJK marks and an attached
+em dash), confirmed only once the next word begins. It is not a boundary inside a number
+(3.14, 1,000, 10:30), a version, a URL or an e-mail address (no space follows), after an
+abbreviation (Dr., e.g., z.B.), an initial (J. R. R. Tolkien) or a German ordinal date (3.
+Mai), nor inside open quotes or brackets (which reset at a line break). A period, ellipsis,
+``?`` or ``!`` followed by a lower-case word is no sentence end (``?`` and ``…`` then count as
+clause boundaries). A line break is a sentence boundary (headings, list items). Words with
+nothing to say (``:)``, ``—``, emoji) after a boundary join the chunk before it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__ = [
+    "CLAUSE",
+    "NO_BREAK_BEFORE",
+    "SENTENCE",
+    "WORD_ENDS",
+    "Boundary",
+    "BoundaryScanner",
+]
+
+CLAUSE, SENTENCE = 1, 2
+_HARD_STOPS = frozenset("。！？।॥؟۔")  # end a sentence whatever case follows
+_CJK_MARKS = frozenset("。！？，、；：")  # need no space after them
+_CLAUSE_MARKS = frozenset(",;:，、；：،؛—")
+_LOOSE_DASHES = frozenset("-–")  # clause marks only between spaces: "a - b", "a – b"
+_PUNCT = frozenset(".?!…") | _HARD_STOPS | _CLAUSE_MARKS | _LOOSE_DASHES
+_PAIRS = {
+    "(": ")", "[": "]", "{": "}", "“": "”", "„": "“”", "‘": "’", "‚": "‘’", "«": "»",
+    "»": "«", "‹": "›", "›": "‹", '"': '"', "「": "」", "『": "』", "【": "】", "《": "》",
+    "〈": "〉", "（": "）",
+}  # fmt: skip
+_APOSTROPHES = frozenset("'’")  # closers only at a word's end ("don't" is one word)
+_CLOSERS = frozenset("".join(_PAIRS.values())) | _APOSTROPHES
+_AMBIGUOUS = _CLOSERS & frozenset(_PAIRS)  # “ « » ‹ › " ‘ open or close, by context
+_SURE_CLOSERS = _CLOSERS - _AMBIGUOUS - _APOSTROPHES
+_LEADING = "".join(_PAIRS) + "¿¡'’"
+NO_BREAK_BEFORE = _PUNCT | _CLOSERS | {"%"}  # never start a chunk with "?" (French "Quoi ?")
+WORD_ENDS = (_PUNCT - _LOOSE_DASHES) | _CLOSERS - _APOSTROPHES  # "you." is a whole word
+_SPECIAL = _PUNCT | _CLOSERS | frozenset(_PAIRS) | {" ", "\n"}
+_PLAIN = re.compile("[^" + re.escape("".join(sorted(_SPECIAL))) + "]+")
+_MAX_DEPTH = 16  # unbalanced openers beyond this are ignored
+_SKIP_LIMIT = 32  # how far unspeakable words after a boundary may move it
+_LOOKBEHIND = 40  # enough for any abbreviation and the word before it
+
+
+# Never end a sentence: titles, and abbreviations that a capitalised word follows mid-sentence.
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_ABBREVIATIONS = _word_set(
+    "mr mrs ms mx dr drs prof st sr sra srta sres dra dres mme mlle mmes hr hrn fr frl dhr "
+    "mevr sig sig.ra sig.na dott dott.ssa avv ing dipl rev gen gov sen rep capt lt sgt cpl "
+    "hon supt ud uds vd vds e.g i.e vs cf approx ca z.b u.a d.h bzw vgl evtl ggf inkl sog "
+    "p.ex env av avda bijv o.a d.w.z m.a.w esp"
+)
+_NUMBER_ABBREVIATIONS = _word_set("no nr nº núm num art fig figs vol p pp ch chap sec tel")
+_MAY_END = frozenset(["a.m", "p.m"])  # dotted, yet often the end of a sentence
+_GERMAN_MONTHS = _word_set(
+    "januar jänner februar märz april mai juni juli august september oktober november dezember"
+)
+
+
+class Boundary(NamedTuple):
+    """A place where a chunk may end."""
+
+    pos: int  # where the next chunk would start
+    strength: int  # CLAUSE or SENTENCE
+    nested: bool  # inside open quotes or brackets
+
+
+class _Next(NamedTuple):
+    pos: int  # the boundary, moved past any unspeakable words
+    char: str  # first letter or digit of the next speakable word ("" when not looked for)
+    at: int  # where that character is
+    stack: list[str]  # open quotes and brackets at pos
+
+
+class _NeedMore(Exception):
+    """A decision needs text that has not arrived yet; scanning resumes on the next push."""
+
+
+class BoundaryScanner:
+    """Lists the boundaries of one turn's text; a new turn takes a new scanner.
+
+    The Segmenter owns the text: each call passes it as ``buf``, the text from offset
+    ``base`` on (the Segmenter drops released text from its front), and offsets are
+    absolute, like the Segmenter's.
+    """
+
+    def __init__(self, start: int) -> None:
+        self.scanned = start  # the first character the scanner has not seen
+        self.boundaries: list[Boundary] = []  # found so far and not yet cut, in order
+        self._stack: list[str] = []  # closers expected for the open quotes and brackets
+        self._buf = ""  # the text of the current call, from offset _base
+        self._base = start
+
+    def scan(self, buf: str, base: int, final: bool) -> None:
+        """Scan ``buf`` up to its end, or to where a decision needs more text.
+
+        ``final`` says no more text comes this turn, so nothing waits for it.
+        """
+        self._buf, self._base = buf, base
+        i = self.scanned - base
+        try:
+            while i < len(buf):
+                i = self._scan_at(i, final)
+        except _NeedMore:
+            pass
+        self.scanned = base + i
+
+    def cut(self, buf: str, base: int, pos: int) -> None:
+        """Forget the boundaries up to a chunk cut at ``pos``, and catch up with it."""
+        self._buf, self._base = buf, base
+        if self.scanned < pos:
+            self._skip_scan(pos)
+        boundaries = self.boundaries
+        kept = 0
+        while kept < len(boundaries) and boundaries[kept].pos <= pos:
+            kept += 1
+        del boundaries[:kept]
+
+    def _scan_at(self, i: int, final: bool) -> int:
+        buf = self._buf
+        plain = _PLAIN.match(buf, i)
+        if plain:
+            return plain.end()
+        c = buf[i]
+        if c == "\n":
+            self._line_break(i, final)
+        elif c in _PUNCT or c in _CLOSERS:
+            stack = self._stack.copy()
+            end = self._cluster_end(i, stack, final)
+            if end > i:
+                found = self._cluster_boundary(i, end, stack, final)
+                self._stack = stack
+                if found is not None:
+                    self._add(found)
+                return end
+            if c in _PAIRS:
+                self._open(i)
+        elif c in _PAIRS:
+            self._open(i)
+        return i + 1
+
+    def _skip_scan(self, pos: int) -> None:
+        """Catch the scanner up with a cut made beyond it (time bound): brackets only."""
+        for c in self._buf[self.scanned - self._base : pos - self._base]:
+            if c == "\n":
+                self._stack = []
+            elif not _close(self._stack, c) and c in _PAIRS and len(self._stack) < _MAX_DEPTH:
+                self._stack.append(_PAIRS[c])
+        self.scanned = pos
+
+    def _open(self, i: int) -> None:
+        c = self._buf[i]
+        if c == '"' and i and self._buf[i - 1].isdigit():
+            return  # 12" is inches, not a quote
+        if len(self._stack) < _MAX_DEPTH:
+            self._stack.append(_PAIRS[c])
+
+    def _add(self, found: Boundary) -> None:
+        cands = self.boundaries
+        if cands and found.pos <= cands[-1].pos:
+            last = cands[-1]
+            if found.pos == last.pos:  # "Title:\nNext": the clause and the line break agree
+                strength = max(last.strength, found.strength)
+                cands[-1] = Boundary(found.pos, strength, last.nested and found.nested)
+            return
+        cands.append(found)
+
+    def _cluster_end(self, i: int, stack: list[str], final: bool) -> int:
+        """End of the run of punctuation and closers at i, closing brackets in ``stack``."""
+        buf = self._buf
+        j = i
+        while j < len(buf):
+            c = buf[j]
+            if c in _APOSTROPHES:
+                if j + 1 == len(buf) and not final:
+                    raise _NeedMore
+                if j + 1 < len(buf) and buf[j + 1].isalpha():
+                    break  # "don't", "l'homme"
+                _close(stack, c)
+            elif c in _PUNCT or c in _SURE_CLOSERS:
+                _close(stack, c)
+            elif not (c in _AMBIGUOUS and _close(stack, c)):
+                break
+            j += 1
+        if j == len(buf) and not final:
+            raise _NeedMore
+        return j
+
+    def _cluster_boundary(self, i: int, end: int, stack: list[str], final: bool) -> Boundary | None:
+        buf = self._buf
+        cluster = buf[i:end]
+        kind = _kind(cluster)
+        if kind is None or end == len(buf):
+            return None  # at the end of the turn the flush takes the rest anyway
+        after = buf[end]
+        if after == " " or after == "\n":
+            if kind == "dash" and i and not buf[i - 1].isspace():
+                return None  # "well-known", "2010–2020"
+            pos = end + 1
+        elif self._attached(cluster, kind, i, after):
+            pos = end
+        else:
+            return None  # inside a token: 3.14, 1,000, 10:30, v1.2.3, a.b@c.de, URLs
+        nxt = self._next_word(pos, stack, final)
+        if nxt is None:
+            return None
+        strength = self._strength(kind, cluster, i, nxt, final)
+        if pos == end and cluster[-1] in _CLOSERS:
+            strength = min(strength, CLAUSE)  # 「…。」と言った: a quote inside a sentence
+        return Boundary(self._base + nxt.pos, strength, bool(nxt.stack)) if strength else None
+
+    def _attached(self, cluster: str, kind: str, i: int, after: str) -> bool:
+        """Whether a boundary needs no space after it: CJK marks, "word—word"."""
+        if after in _PUNCT or after in _CLOSERS:
+            return False
+        if any(c in _CJK_MARKS for c in cluster):
+            return True
+        before = self._buf[i - 1] if i else ""
+        return kind == "clause" and "—" in cluster and not (before.isdigit() and after.isdigit())
+
+    def _strength(self, kind: str, cluster: str, i: int, nxt: _Next, final: bool) -> int:
+        if kind == "stop":
+            return SENTENCE
+        lower = nxt.char.islower()
+        if kind in ("ask", "ellipsis"):  # 'he asked "why?" and left', "I was... thinking"
+            return CLAUSE if lower else SENTENCE
+        if kind == "period":
+            if not lower and self._period_ends(i, nxt, final):
+                return SENTENCE
+            return CLAUSE if any(c in _CLAUSE_MARKS for c in cluster) else 0
+        return CLAUSE
+
+    def _period_ends(self, i: int, nxt: _Next, final: bool) -> bool:
+        word, previous = self._words_before(i)
+        key = word.lower()
+        if not _is_number(previous):  # "5 ms." and "7 p.m." are units and times
+            if key in _ABBREVIATIONS or _is_dotted(key):
+                return False
+            if len(word) == 1 and word.isupper():
+                return False  # an initial: a wrong merge is harmless, a split name is not
+            if key in _NUMBER_ABBREVIATIONS and nxt.char.isdigit():
+                return False
+        if word.isdigit() and len(word) <= 2:  # "am 3. Mai" is a German date
+            return self._next_letters(nxt.at, final).lower() not in _GERMAN_MONTHS
+        return True
+
+    def _words_before(self, i: int) -> tuple[str, str]:
+        """The word ending at i (openers stripped) and the word before it."""
+        buf = self._buf
+        lo = max(0, i - _LOOKBEHIND)
+        words = buf[lo:i].split()
+        if lo and words and not buf[lo - 1].isspace() and not buf[lo].isspace():
+            words.pop(0)  # cut short by the window: too long to be an abbreviation
+        if not words or buf[i - 1].isspace():
+            return "", ""
+        return words[-1].lstrip(_LEADING), words[-2] if len(words) > 1 else ""
+
+    def _next_letters(self, index: int, final: bool) -> str:
+        buf = self._buf
+        end = index
+        while end < len(buf) and end - index < 12 and buf[end].isalpha():
+            end += 1
+        if end == len(buf) and end - index < 12 and not final:
+            raise _NeedMore
+        return buf[index:end]
+
+    def _next_word(self, pos: int, stack: list[str], final: bool) -> _Next | None:
+        """Find the next speakable word after a boundary at ``pos``.
+
+        Words with nothing to say (":)", "—", "🎉") move the boundary past them, so they
+        end the chunk before instead of making one of their own. None when only such
+        words remain before the end of the turn.
+        """
+        buf = self._buf
+        boundary = k = pos
+        frozen = False  # a line break, or the skip limit, fixes the boundary
+        while True:
+            m = k
+            while m < len(buf) and buf[m] != " " and buf[m] != "\n":
+                c = buf[m]
+                if c.isalnum():
+                    return _Next(boundary, c, m, stack)
+                if not frozen:
+                    closed = _closed(stack, c) if c in _CLOSERS else stack
+                    # An opener ("«", "¿", "(") starts the next chunk: the boundary stays.
+                    frozen = closed is stack and (c in _PAIRS or c in "¿¡")
+                    stack = closed
+                m += 1
+                if m - pos > _SKIP_LIMIT:
+                    return _Next(boundary, "", m, stack)
+            if m == len(buf):
+                if final:
+                    return None
+                raise _NeedMore
+            if not frozen:
+                boundary = m + 1
+            if buf[m] == "\n":  # the line break is a boundary of its own
+                stack, frozen = [], True
+            frozen = frozen or m + 1 - pos > _SKIP_LIMIT
+            k = m + 1
+
+    def _line_break(self, i: int, final: bool) -> None:
+        nxt = self._next_word(i + 1, [], final)
+        self._stack = []
+        if nxt is not None:
+            self._add(Boundary(self._base + nxt.pos, SENTENCE, False))
+
+
+def _kind(cluster: str) -> str | None:
+    if any(c in _HARD_STOPS for c in cluster):
+        return "stop"
+    if "?" in cluster or "!" in cluster:
+        return "ask"
+    if "…" in cluster or ".." in cluster:
+        return "ellipsis"
+    if "." in cluster:
+        return "period"
+    if any(c in _CLAUSE_MARKS for c in cluster):
+        return "clause"
+    if any(c in _LOOSE_DASHES for c in cluster):
+        return "dash"
+    return None
+
+
+def _close(stack: list[str], char: str) -> bool:
+    """Close the innermost open pair that ``char`` closes, and any left open inside it."""
+    for k in range(len(stack) - 1, -1, -1):
+        if char in stack[k]:
+            del stack[k:]
+            return True
+    return False
+
+
+def _closed(stack: list[str], char: str) -> list[str]:
+    copy = stack.copy()
+    return copy if _close(copy, char) else stack
+
+
+def _is_number(word: str) -> bool:
+    return word.replace(",", "").replace(".", "").isdigit()
+
+
+def _is_dotted(key: str) -> bool:
+    """ "e.g", "z.b", "u.s.a", "ph.d": short letter groups joined by dots."""
+    parts = key.split(".")
+    return (
+        len(parts) > 1
+        and key not in _MAY_END
+        and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
+    )
