@@ -11,8 +11,12 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from voxgate.config import Settings
+from voxgate.config import Settings, settings_table
 from voxgate.errors import ConfigError
+from voxgate.gateway.app import create_gateway_app, drain
+from voxgate.gateway.keys_cli import add_keys_command
+from voxgate.gateway.services import Services
+from voxgate.logs import configure_logging
 from voxgate.upstream.engine.accounts import Accounts
 from voxgate.upstream.engine.app import API_PREFIX, create_engine_app
 
@@ -22,9 +26,7 @@ log = logging.getLogger("voxgate")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("text")
     try:
         code: int = args.run(args)
     except ConfigError as exc:
@@ -52,6 +54,29 @@ def _parser() -> argparse.ArgumentParser:
         "Also VOXTRAL_LOCAL_API_KEYS=KEY[:CREDITS],...",
     )
     local.set_defaults(run=_run_local_tts)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (embedded engine and in-process store unless configured)",
+        description="Serve the realtime WebSocket, the Voxtral-compatible REST API and the "
+        "demo page. Every flag has an environment variable; see --help-config.",
+    )
+    serve.add_argument("--host", help="listen address (VOXGATE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (VOXGATE_PORT, default 8080)")
+    serve.add_argument("--redis-url", help="Redis for keys, credits, sessions (VOXGATE_REDIS_URL)")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY[:CREDITS]",
+        help="accept this key, in-process store (repeatable; VOXGATE_API_KEYS)",
+    )
+    serve.add_argument(
+        "--help-config",
+        action="store_true",
+        help="print every setting with its variable and default, then exit",
+    )
+    serve.set_defaults(run=_run_serve)
+    add_keys_command(commands)
     return parser
 
 
@@ -74,16 +99,64 @@ def _run_local_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(settings_table())
+        return 0
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        api_keys=tuple(args.api_key) if args.api_key else None,
+    )
+    configure_logging(settings.log_format)
+    asyncio.run(_serve_gateway(settings))
+    return 0
+
+
+async def _serve_gateway(settings: Settings) -> None:
+    services = await Services.start(settings)
+    runner = web.AppRunner(create_gateway_app(services), access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        url = f"http://{'localhost' if settings.host in ('127.0.0.1', '::1') else settings.host}"
+        print(
+            f"voxgate serve: demo at {url}:{settings.port}/ , realtime WebSocket at "
+            f"ws://{settings.host}:{settings.port}/v1/realtime",
+            flush=True,
+        )
+        upstream = "embedded engine (espeak-ng)" if services.engine else settings.upstream.base_url
+        store = "Redis" if settings.redis_url else "in-process"
+        print(f"voxgate serve: upstream {upstream}; {store} store", flush=True)
+        if services.dev_api_key:
+            print(
+                f"voxgate serve: no API key configured; this run accepts the dev key\n\n"
+                f"    {services.dev_api_key}\n",
+                flush=True,
+            )
+        await _until_signalled()
+        log.info("shutting down")
+        await drain(services)
+    finally:
+        await runner.cleanup()
+        await services.aclose()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve(app: web.Application, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled()
     finally:
         await runner.cleanup()

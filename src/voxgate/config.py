@@ -1,14 +1,15 @@
 """One settings object, read from the environment (``VOXTRAL_*``, ``VOXGATE_*``) and flags.
 
-Every setting is listed in ``SETTINGS`` with its variable, default and meaning; the README's
-configuration table is written from the same list.
+Every setting is declared once in ``SETTINGS`` with its variable, default and meaning;
+``voxgate serve --help-config`` prints that table and the README's is copied from it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from voxgate.errors import ConfigError
 from voxgate.upstream.client import DEFAULT_BASE_URL, UpstreamConfig
@@ -19,58 +20,233 @@ class Setting:
     env: str
     default: str
     help: str
+    field: str  # attribute of Settings (dotted for the upstream's)
+    parse: Callable[[str], Any] = str
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("VOXTRAL_API_KEY", "", "Key of the real Voxtral API; unset = embedded engine"),
-    Setting("VOXTRAL_BASE_URL", DEFAULT_BASE_URL, "Base URL of the Voxtral API"),
-    Setting("VOXTRAL_PCM_SAMPLE_RATE", "24000", "Sample rate of the upstream's PCM stream"),
-    Setting("VOXTRAL_FIRST_BYTE_TIMEOUT", "15", "Seconds to wait for an upstream's first byte"),
-    Setting("VOXTRAL_TOTAL_TIMEOUT", "120", "Seconds one upstream request may take in all"),
-    Setting("VOXTRAL_LOCAL_API_KEYS", "", "Embedded engine keys, comma-separated KEY[:CREDITS]"),
+    Setting("VOXGATE_HOST", "127.0.0.1", "Address `voxgate serve` listens on", "host"),
+    Setting(
+        "VOXGATE_PORT", "8080", "Port of the gateway (demo page, WebSocket, REST)", "port", int
+    ),
+    Setting(
+        "VOXGATE_REDIS_URL",
+        "",
+        "Redis for keys, credits and sessions; unset = in-process store",
+        "redis_url",
+    ),
+    Setting(
+        "VOXGATE_API_KEYS",
+        "",
+        "In-process store: keys, comma-separated KEY[:CREDITS]; "
+        "unset = one dev key printed at start",
+        "api_keys",
+        _list,
+    ),
+    Setting(
+        "VOXGATE_ALLOWED_ORIGINS",
+        "",
+        "Browser origins allowed to connect, comma-separated "
+        "(`https://*.example.com`, `*`); loopback origins are always allowed",
+        "allowed_origins",
+        _list,
+    ),
+    Setting(
+        "VOXGATE_DEV_TOKENS",
+        "auto",
+        "Dev-only client-token endpoint for the demo page: "
+        "`auto` = on when listening on loopback, `on`, `off`",
+        "dev_tokens",
+    ),
+    Setting(
+        "VOXGATE_MAX_SESSIONS_PER_KEY",
+        "10",
+        "Concurrent realtime sessions per API key",
+        "max_sessions_per_key",
+        int,
+    ),
+    Setting(
+        "VOXGATE_MAX_CONTEXTS",
+        "4",
+        "Contexts (turns) open at once on one session",
+        "max_contexts",
+        int,
+    ),
+    Setting(
+        "VOXGATE_MAX_MESSAGE_BYTES",
+        "1048576",
+        "Largest WebSocket message accepted",
+        "max_message_bytes",
+        int,
+    ),
+    Setting(
+        "VOXGATE_TEXT_RATE",
+        "2000",
+        "Text characters per second a session may send (sustained)",
+        "text_chars_per_second",
+        int,
+    ),
+    Setting(
+        "VOXGATE_TEXT_BURST",
+        "20000",
+        "Text characters a session may send at once",
+        "text_burst_chars",
+        int,
+    ),
+    Setting(
+        "VOXGATE_IDLE_TIMEOUT",
+        "300",
+        "Seconds without a message or audio before a socket is closed",
+        "idle_timeout_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_AUTH_TIMEOUT",
+        "10",
+        "Seconds a new socket has to authenticate",
+        "auth_timeout_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_DRAIN_TIMEOUT",
+        "30",
+        "Seconds live turns get to finish on SIGTERM",
+        "drain_timeout_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_MAX_QUEUED_AUDIO_MS",
+        "1000",
+        "Audio queued for a client that stops reading before it is closed with 1013",
+        "max_queued_audio_ms",
+        int,
+    ),
+    Setting("VOXGATE_LOG_FORMAT", "text", "`text` or `json` (one object per line)", "log_format"),
+    Setting(
+        "VOXTRAL_API_KEY",
+        "",
+        "Key of the real Voxtral API; unset = embedded engine",
+        "upstream.api_key",
+    ),
+    Setting(
+        "VOXTRAL_BASE_URL", DEFAULT_BASE_URL, "Base URL of the Voxtral API", "upstream.base_url"
+    ),
+    Setting(
+        "VOXTRAL_PCM_SAMPLE_RATE",
+        "24000",
+        "Sample rate of the upstream's PCM stream (a WAV header overrides it)",
+        "upstream.pcm_sample_rate",
+        int,
+    ),
+    Setting(
+        "VOXTRAL_FIRST_BYTE_TIMEOUT",
+        "15",
+        "Seconds to wait for the upstream's first audio",
+        "upstream.first_byte_timeout",
+        float,
+    ),
+    Setting(
+        "VOXTRAL_TOTAL_TIMEOUT",
+        "120",
+        "Seconds one upstream request may take in all",
+        "upstream.total_timeout",
+        float,
+    ),
+    Setting(
+        "VOXTRAL_LOCAL_API_KEYS",
+        "",
+        "`voxgate local-tts` keys, comma-separated KEY[:CREDITS]",
+        "local_api_keys",
+        _list,
+    ),
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str = ""
+    api_keys: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    dev_tokens: str = "auto"
+    max_sessions_per_key: int = 10
+    max_contexts: int = 4
+    max_message_bytes: int = 1_048_576
+    text_chars_per_second: int = 2000
+    text_burst_chars: int = 20_000
+    idle_timeout_s: float = 300.0
+    auth_timeout_s: float = 10.0
+    drain_timeout_s: float = 30.0
+    max_queued_audio_ms: int = 1000
+    log_format: str = "text"
     local_api_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dev_tokens not in ("auto", "on", "off"):
+            raise ConfigError("VOXGATE_DEV_TOKENS must be auto, on or off")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("VOXGATE_LOG_FORMAT must be text or json")
+        for name in (
+            "max_sessions_per_key",
+            "max_contexts",
+            "max_message_bytes",
+            "text_chars_per_second",
+            "text_burst_chars",
+            "max_queued_audio_ms",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
 
     @property
     def uses_embedded_engine(self) -> bool:
         return not self.upstream.api_key
 
+    @property
+    def dev_tokens_enabled(self) -> bool:
+        if self.dev_tokens == "auto":
+            return self.host in ("127.0.0.1", "localhost", "::1")
+        return self.dev_tokens == "on"
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the environment, then ``overrides`` (command-line flags)."""
         env = os.environ if env is None else env
-        upstream = UpstreamConfig(
-            base_url=env.get("VOXTRAL_BASE_URL", DEFAULT_BASE_URL),
-            api_key=env.get("VOXTRAL_API_KEY") or None,
-            pcm_sample_rate=_int(env, "VOXTRAL_PCM_SAMPLE_RATE", 24000),
-            first_byte_timeout=_float(env, "VOXTRAL_FIRST_BYTE_TIMEOUT", 15.0),
-            total_timeout=_float(env, "VOXTRAL_TOTAL_TIMEOUT", 120.0),
-        )
-        keys = tuple(
-            k.strip() for k in env.get("VOXTRAL_LOCAL_API_KEYS", "").split(",") if k.strip()
-        )
-        return cls(upstream=upstream, local_api_keys=keys)
+        values: dict[str, Any] = {}
+        upstream: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env}: {exc}") from None
+            if setting.field.startswith("upstream."):
+                upstream[setting.field.removeprefix("upstream.")] = value
+            else:
+                values[setting.field] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(upstream=UpstreamConfig(**upstream), **values)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+def settings_table() -> str:
+    """The configuration table, in Markdown."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(unset)"
+        rows.append(f"| `{s.env}` | {default} | {s.help} |")
+    return "\n".join(rows)

@@ -62,8 +62,9 @@ def status_of(exc: VoxgateError) -> int:
 
 
 def ok(data: dict[str, Any]) -> web.Response:
-    return web.Response(body=orjson.dumps({"code": 0, "data": data}),
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps({"code": 0, "data": data}), content_type="application/json"
+    )
 
 
 def error_response(status: int, name: str, message: str) -> web.Response:

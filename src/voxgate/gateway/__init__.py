@@ -1,0 +1,1 @@
+"""The aiohttp gateway: WebSocket protocol, WHEP/WebRTC, REST, auth, limits and metrics."""

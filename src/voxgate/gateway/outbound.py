@@ -1,0 +1,204 @@
+"""What goes to one realtime client: encoded, framed, paced, and purged on barge-in.
+
+The pump turns Session events into wire messages (encoding audio per context); the sender
+writes them to the socket, as fast as they come or paced to real time. Both sides of an
+interrupt meet here: the pump purges every queued frame of the interrupted context
+before it queues the ``interrupted`` message, and wakes a sender waiting on a purged frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from voxgate.codecs.encoded_audio import PacketClock
+from voxgate.codecs.encoders import EncodedAudio, Encoder, OutputFormat, make_encoder
+from voxgate.gateway import protocol as p
+
+# In real-time pacing, audio may go out this far ahead of its play time, so network
+# jitter does not starve the client's buffer.
+PACING_LEAD_S = 0.08
+# Encoded audio allowed to wait for the socket; the rest waits in the Session.
+MAX_AHEAD_MS = 200.0
+
+
+@dataclass(slots=True)
+class Outgoing:
+    payload: str | bytes
+    context_id: str | None = None
+    media_s: float | None = None  # play time of audio on its context's timeline
+    audio_ms: float = 0.0
+    final: bool = False  # the context's last message: its stream can go once this is sent
+
+
+class ContextStream:
+    """One context's encoder and clock."""
+
+    def __init__(self, context_id: str, fmt: OutputFormat, *, frames: bool) -> None:
+        self.context_id = context_id
+        self.encoder: Encoder = make_encoder(fmt)
+        self.media_s = 0.0
+        self.started_at: float | None = None  # monotonic time its first audio was sent
+        # Paced PCM goes out in 20 ms frames, numbered here, so pacing is smooth.
+        self._framer = PcmFramer(fmt.sample_rate) if frames else None
+
+    def encode(self, pcm: bytes) -> list[EncodedAudio]:
+        packets = self.encoder.encode(pcm)
+        return self._framer.frames(packets) if self._framer else packets
+
+    def flush(self) -> list[EncodedAudio]:
+        packets = self.encoder.flush()
+        if self._framer is None:
+            return packets
+        return [*self._framer.frames(packets), *self._framer.rest()]
+
+
+class PcmFramer:
+    """Re-cuts PCM payloads of any size into 20 ms frames with their own numbering."""
+
+    def __init__(self, rate: int) -> None:
+        self._clock = PacketClock(rate)
+        self._frame_bytes = rate // 50 * 2
+        self._held = b""
+
+    def frames(self, packets: list[EncodedAudio]) -> list[EncodedAudio]:
+        data = self._held + b"".join(p.data for p in packets)
+        whole = len(data) - len(data) % self._frame_bytes
+        self._held = data[whole:]
+        step = self._frame_bytes
+        return [self._clock.stamp(data[i : i + step], step // 2) for i in range(0, whole, step)]
+
+    def rest(self) -> list[EncodedAudio]:
+        held, self._held = self._held, b""
+        return [self._clock.stamp(held, len(held) // 2)] if held else []
+
+
+class Outbound:
+    def __init__(self, fmt: OutputFormat, *, binary: bool, realtime: bool) -> None:
+        self.format = fmt
+        self.binary = binary
+        self.realtime = realtime
+        self._queue: deque[Outgoing] = deque()
+        self._changed = asyncio.Event()
+        self._room = asyncio.Event()
+        self._streams: dict[str, ContextStream] = {}
+
+    # -- pump side --------------------------------------------------------------------
+
+    def message(self, message: p._Message, *, final: bool = False) -> None:
+        context_id = getattr(message, "context_id", None)
+        self._push(Outgoing(p.encode_server_message(message), context_id, final=final))
+
+    def audio(self, context_id: str, chunk_index: int, pcm: bytes) -> None:
+        stream = self._stream(context_id)
+        for packet in stream.encode(pcm):
+            self._push_audio(stream, chunk_index, packet)
+
+    def end_of_context(self, context_id: str, chunk_index: int) -> None:
+        """Flush the encoder's tail (a last partial frame is padded) before ``context.done``."""
+        stream = self._streams.get(context_id)
+        if stream is not None:
+            for packet in stream.flush():
+                self._push_audio(stream, chunk_index, packet)
+
+    def purge(self, context_id: str) -> None:
+        """Drop every queued frame of a context, and what its encoder held back."""
+        self._queue = deque(o for o in self._queue if o.context_id != context_id)
+        self._room.set()
+        stream = self._streams.pop(context_id, None)
+        if stream is not None:
+            stream.encoder.reset()
+        self._changed.set()
+
+    def queued_audio_ms(self) -> float:
+        return sum(o.audio_ms for o in self._queue)
+
+    async def room(self) -> None:
+        """Until the queue holds less than ``MAX_AHEAD_MS`` of audio.
+
+        The pump waits here, so audio stays in the Session (undelivered, not yet paid
+        for) until the socket can take it; only a sliver sits encoded in between.
+        """
+        while self.queued_audio_ms() >= MAX_AHEAD_MS + (
+            PACING_LEAD_S * 1000 if self.realtime else 0
+        ):
+            self._room.clear()
+            await self._room.wait()
+
+    # -- sender side ------------------------------------------------------------------
+
+    async def next(self) -> Outgoing:
+        """The next message, when it is due."""
+        while True:
+            self._changed.clear()
+            if not self._queue:
+                await self._changed.wait()
+                continue
+            head = self._queue[0]
+            delay = self._delay(head)
+            if delay <= 0:
+                self._room.set()
+                return self._queue.popleft()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()  # a purge may have removed the head
+            except TimeoutError:
+                pass
+
+    def sent(self, item: Outgoing) -> None:
+        if item.context_id is None:
+            return
+        if item.final:
+            self._streams.pop(item.context_id, None)
+        elif item.media_s is not None:
+            stream = self._streams.get(item.context_id)
+            if stream is not None and stream.started_at is None:
+                stream.started_at = time.monotonic() - item.media_s
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _stream(self, context_id: str) -> ContextStream:
+        stream = self._streams.get(context_id)
+        if stream is None:
+            frames = self.realtime and self.format.encoding == "pcm_s16le"
+            stream = self._streams[context_id] = ContextStream(
+                context_id, self.format, frames=frames
+            )
+        return stream
+
+    def _push_audio(self, stream: ContextStream, chunk_index: int, packet: EncodedAudio) -> None:
+        encoding = self.format.encoding
+        if self.binary:
+            payload: str | bytes = p.pack_audio_frame(
+                encoding, stream.context_id, packet.seq, packet.timestamp, packet.data
+            )
+        else:
+            payload = p.encode_server_message(
+                p.AudioMessage(
+                    context_id=stream.context_id,
+                    chunk_index=chunk_index,
+                    seq=packet.seq,
+                    timestamp=packet.timestamp,
+                    offset_ms=stream.media_s * 1000,
+                    duration_ms=packet.duration_ms,
+                    encoding=encoding,
+                    audio=base64.b64encode(packet.data).decode(),
+                )
+            )
+        self._push(Outgoing(payload, stream.context_id, stream.media_s, packet.duration_ms))
+        stream.media_s += packet.duration_ms / 1000
+
+    def _push(self, item: Outgoing) -> None:
+        self._queue.append(item)
+        self._changed.set()
+
+    def _delay(self, item: Outgoing) -> float:
+        if not self.realtime or item.context_id is None or item.media_s is None:
+            return 0.0
+        stream = self._streams.get(item.context_id)
+        if stream is None or stream.started_at is None:
+            return 0.0
+        return stream.started_at + item.media_s - PACING_LEAD_S - time.monotonic()

@@ -1,0 +1,531 @@
+"""``/v1/realtime``: one WebSocket, one Session, several contexts.
+
+Three tasks per socket: the reader validates client messages and drives the Session; the
+pump takes Session events and turns them into wire messages; the sender writes them,
+paced if the client asked for real time. See docs/protocol.md for the protocol itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from voxgate.codecs.encoders import OutputFormat
+from voxgate.errors import AuthError, LimitExceeded, ProtocolViolation, VoxgateError
+from voxgate.gateway import protocol as p
+from voxgate.gateway.outbound import Outbound
+from voxgate.gateway.principal import Principal
+from voxgate.gateway.ratelimit import TokenBucket
+from voxgate.sessions import events as ev
+from voxgate.sessions.options import SessionOptions, VoiceOptions
+from voxgate.sessions.segmenter import SegmenterOptions
+from voxgate.sessions.session import Session, SessionClosed
+from voxgate.upstream.engine.validation import decode_audio_field
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "voxgate.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "voxgate.token."
+CLOSE_TRY_AGAIN = 1013  # the client is too slow, or the server is draining
+# Opus and Ogg Opus run on the 48 kHz RTP/Ogg clock (libopus is fed 24 kHz underneath).
+DEFAULT_RATES = {"pcm_s16le": 24000, "mulaw": 8000, "opus": 48000, "ogg_opus": 48000, "mp3": 24000}
+
+
+class _Fatal(Exception):
+    def __init__(self, code: int, error: VoxgateError) -> None:
+        super().__init__(error.message)
+        self.close_code = code
+        self.error = error
+
+
+class RealtimeConnection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        services: Any,
+        principal: Principal | None,
+        origin: str | None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.services = services
+        self.settings = services.settings
+        self.principal = principal
+        self.origin = origin
+        self.session_id = uuid.uuid4().hex
+        self.session: Session | None = None
+        self.config: dict[str, Any] = {
+            "voice_id": principal.voice_id
+            if principal and principal.voice_id
+            else VoiceOptions().voice_id,
+            "ref_audio": None,
+            "speed": 1.0,
+            "output_format": {"encoding": "pcm_s16le", "sample_rate": 24000},
+            "audio_transport": "binary",
+            "pacing": "fast",
+            "segmenter": {},
+        }
+        self.outbound: Outbound | None = None
+        self._text_bucket = TokenBucket(
+            self.settings.text_chars_per_second, self.settings.text_burst_chars
+        )
+        self._acked: dict[str, int] = {}
+        self._first_text_at: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_activity = time.monotonic()
+        self.closing = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if self.principal is None:
+                self.principal = await self._authenticate_first_message()
+            with self.services.session_slot(self.principal):
+                await self._send(
+                    p.SessionCreated(
+                        session_id=self.session_id,
+                        protocol_version=p.PROTOCOL_VERSION,
+                        limits=self._limits(),
+                        config=self._public_config(),
+                    )
+                )
+                await self._read_loop()
+        except _Fatal as fatal:
+            await self._fail(fatal.close_code, fatal.error)
+        except (LimitExceeded, AuthError) as exc:
+            await self._fail(WSCloseCode.POLICY_VIOLATION, exc)
+        finally:
+            await self._shutdown()
+
+    async def drain(self, deadline: float) -> None:
+        """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""
+        while self.session is not None and self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110 - several conditions, polled
+            await asyncio.sleep(0.05)
+        await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
+
+    def _busy(self) -> bool:
+        assert self.session is not None
+        queued = self.outbound.queued_audio_ms() if self.outbound else 0.0
+        return bool(self.session.pending_events() or self.session.active_contexts() or queued)
+
+    async def _authenticate_first_message(self) -> Principal:
+        try:
+            async with asyncio.timeout(self.settings.auth_timeout_s):
+                msg = await self.ws.receive()
+        except TimeoutError:
+            raise _Fatal(
+                WSCloseCode.POLICY_VIOLATION,
+                AuthError(
+                    f"no credentials within {self.settings.auth_timeout_s:g} s", code="auth_timeout"
+                ),
+            ) from None
+        if msg.type is not WSMsgType.TEXT:
+            raise _Fatal(WSCloseCode.POLICY_VIOLATION, AuthError("authenticate first"))
+        try:
+            message = p.decode_client_message(msg.data)
+        except ProtocolViolation as exc:
+            raise _Fatal(WSCloseCode.POLICY_VIOLATION, exc) from None
+        if not isinstance(message, p.Auth):
+            raise _Fatal(
+                WSCloseCode.POLICY_VIOLATION,
+                AuthError(
+                    'the first message must be {"type": "auth", "token": ...} '
+                    "(or send a Bearer key or a token subprotocol)",
+                    code="unauthorized",
+                ),
+            )
+        try:
+            principal: Principal = await self.services.redeem_token(message.token, self.origin)
+        except AuthError as exc:
+            raise _Fatal(WSCloseCode.POLICY_VIOLATION, exc) from None
+        return principal
+
+    async def _read_loop(self) -> None:
+        while not self.ws.closed:
+            timeout = self.settings.idle_timeout_s
+            try:
+                async with asyncio.timeout(timeout):
+                    msg = await self.ws.receive()
+            except TimeoutError:
+                if self.session is not None and self._busy():
+                    continue  # audio is still flowing: the socket is not idle
+                await self._close(WSCloseCode.OK, "idle timeout")
+                return
+            self.last_activity = time.monotonic()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type is WSMsgType.ERROR:
+                raise _Fatal(
+                    WSCloseCode.MESSAGE_TOO_BIG,
+                    LimitExceeded(
+                        f"message larger than {self.settings.max_message_bytes} bytes",
+                        code="message_too_large",
+                    ),
+                )
+            if msg.type is not WSMsgType.TEXT:
+                await self._error(
+                    ProtocolViolation(
+                        "binary client messages are not part of the protocol",
+                        code="invalid_message",
+                    )
+                )
+                continue
+            await self._handle(msg.data)
+
+    async def _handle(self, data: str) -> None:
+        event_id = None
+        try:
+            message = p.decode_client_message(data)
+            event_id = message.event_id
+            await self._dispatch(message)
+        except VoxgateError as exc:
+            await self._error(exc, event_id=event_id)
+
+    async def _dispatch(self, message: p.ClientMessage) -> None:
+        match message:
+            case p.SessionUpdate():
+                await self._update(message)
+            case p.TextAppend():
+                await self._append(message)
+            case p.TextFlush():
+                self._require_session().flush(message.context_id)
+            case p.ContextClose():
+                self._require_session().close_context(message.context_id)
+            case p.Interrupt():
+                self._interrupt(message)
+            case p.UsageGet():
+                await self._usage()
+            case p.Ping():
+                await self._send(p.Pong(event_id=message.event_id))
+            case p.Auth():
+                raise ProtocolViolation("already authenticated", code="already_authenticated")
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def _update(self, message: p.SessionUpdate) -> None:
+        if self.session is not None:
+            raise ProtocolViolation(
+                "session.update is only allowed before the first text",
+                code="session_already_started",
+            )
+        fields = msgspec.structs.asdict(message)
+        fields.pop("event_id")
+        changes = {k: v for k, v in fields.items() if v is not None}
+        if "ref_audio" in changes:
+            decode_audio_field(changes["ref_audio"])  # bad base64 is refused here, not upstream
+            changes["voice_id"] = None
+        elif "voice_id" in changes:
+            changes["ref_audio"] = None
+        for nested in ("output_format", "segmenter"):
+            if nested in changes:
+                spec = msgspec.structs.asdict(changes[nested])
+                changes[nested] = {k: v for k, v in spec.items() if v is not None}
+        candidate = {**self.config, **changes}
+        self._options(candidate)  # validate the whole configuration before taking it
+        self._output_format(candidate)
+        self.config = candidate
+        await self._send(p.SessionUpdated(event_id=message.event_id, config=self._public_config()))
+
+    async def _append(self, message: p.TextAppend) -> None:
+        ctx = message.context_id
+        if message.seq is not None:
+            last = self._acked.get(ctx)
+            if last is not None and message.seq <= last:
+                await self._send(
+                    p.TextAck(
+                        event_id=message.event_id, context_id=ctx, seq=message.seq, duplicate=True
+                    )
+                )
+                return
+        if not self._text_bucket.take(len(message.text)):
+            raise LimitExceeded(
+                f"text rate limit: {self.settings.text_chars_per_second} characters/s "
+                f"(bursts of {self.settings.text_burst_chars}); this text was not accepted",
+                code="rate_limited",
+            )
+        session = await self._ensure_session()
+        session.append(message.text, ctx)
+        self._first_text_at.setdefault(ctx, time.monotonic())
+        if message.seq is not None:
+            self._acked[ctx] = message.seq
+            await self._send(p.TextAck(event_id=message.event_id, context_id=ctx, seq=message.seq))
+
+    def _interrupt(self, message: p.Interrupt) -> None:
+        session = self._require_session()
+        results = session.interrupt(message.context_id, message.played_ms)
+        assert self.outbound is not None
+        for result in results:
+            # Frames already encoded but not yet written are dropped with the session's.
+            self.outbound.purge(result.context_id)
+        self.services.metrics.interrupts.inc(len(results))
+
+    async def _usage(self) -> None:
+        session_usage = await self.session.usage() if self.session is not None else None
+        balance = await self.services.ledger.balance(self._principal().account_id)
+        await self._send(
+            p.UsageReport(
+                session_characters=session_usage.committed if session_usage else 0,
+                session_held=session_usage.held if session_usage else 0,
+                balance_available=balance.available,
+            )
+        )
+
+    # -- the session and its output ---------------------------------------------------
+
+    async def _ensure_session(self) -> Session:
+        if self.session is not None:
+            return self.session
+        if self.services.draining:
+            raise _Fatal(
+                CLOSE_TRY_AGAIN, VoxgateError("the server is draining; reconnect", code="draining")
+            )
+        principal = self._principal()
+        fmt = self._output_format(self.config)
+        self.outbound = Outbound(
+            fmt,
+            binary=self.config["audio_transport"] == "binary",
+            realtime=self.config["pacing"] == "realtime",
+        )
+        self.session = Session(
+            upstream=self.services.upstream,
+            ledger=self.services.ledger,
+            account_id=principal.account_id,
+            options=self._options(self.config),
+            session_id=self.session_id,
+            registry=self.services.registry,
+            credit_cap=principal.max_credits,
+        )
+        await self.session.start()
+        self.services.metrics.sessions_total.inc()
+        self._tasks = [
+            asyncio.create_task(self._pump(), name=f"pump-{self.session_id}"),
+            asyncio.create_task(self._sender(), name=f"send-{self.session_id}"),
+        ]
+        return self.session
+
+    async def _pump(self) -> None:
+        assert self.session is not None
+        assert self.outbound is not None
+        out, metrics = self.outbound, self.services.metrics
+        try:
+            while True:
+                await out.room()
+                event = await self.session.next_event()
+                match event:
+                    case ev.AudioOut():
+                        out.audio(event.context_id, event.chunk_index, event.pcm)
+                        metrics.audio_seconds.inc(event.duration_ms / 1000)
+                    case ev.ChunkStarted():
+                        out.message(
+                            p.ChunkStartedOut(
+                                context_id=event.context_id,
+                                chunk_index=event.chunk_index,
+                                text=event.text,
+                                start_ms=event.start_ms,
+                            )
+                        )
+                    case ev.ChunkEnded():
+                        words = [
+                            p.WordOut(w.text, w.start_ms, w.end_ms, w.char_start, w.char_end)
+                            for w in event.words
+                        ]
+                        out.message(
+                            p.ChunkEndedOut(
+                                context_id=event.context_id,
+                                chunk_index=event.chunk_index,
+                                text=event.text,
+                                start_ms=event.start_ms,
+                                end_ms=event.end_ms,
+                                words=words,
+                            )
+                        )
+                    case ev.ChunkFailed():
+                        metrics.errors.labels(event.code).inc()
+                        out.message(
+                            p.ChunkFailedOut(
+                                context_id=event.context_id,
+                                chunk_index=event.chunk_index,
+                                text=event.text,
+                                code=event.code,
+                                message=event.message,
+                                partial=event.partial,
+                            )
+                        )
+                    case ev.ContextDone():
+                        out.end_of_context(event.context_id, -1)
+                        metrics.credits_committed.inc(event.usage.characters)
+                        out.message(
+                            p.ContextDoneOut(
+                                context_id=event.context_id, usage=_usage(event.usage)
+                            ),
+                            final=True,
+                        )
+                    case ev.Interrupted():
+                        out.purge(event.context_id)
+                        out.message(
+                            p.InterruptedOut(
+                                context_id=event.context_id,
+                                heard=event.heard,
+                                unheard=event.unheard,
+                                played_ms=event.played_ms,
+                                usage=_usage(event.usage),
+                            ),
+                            final=True,
+                        )
+                    case ev.SessionError():
+                        metrics.errors.labels(event.code).inc()
+                        out.message(
+                            p.ErrorOut(
+                                code=event.code,
+                                message=event.message,
+                                fatal=event.fatal,
+                                context_id=event.context_id,
+                            )
+                        )
+        except SessionClosed:
+            pass
+
+    async def _sender(self) -> None:
+        assert self.outbound is not None
+        out = self.outbound
+        stall_limit = self.settings.max_queued_audio_ms / 1000
+        while True:
+            item = await out.next()
+            if item.media_s is not None:
+                self._first_audio(item.context_id)
+            try:
+                # The socket takes nothing for as long as the audio limit lasts: the client
+                # stopped reading. What it never took is refunded when the session closes.
+                async with asyncio.timeout(stall_limit):
+                    await self._write(item.payload)
+            except TimeoutError:
+                await self._drop_slow_reader(stall_limit)
+                return
+            out.sent(item)
+
+    async def _drop_slow_reader(self, stalled_s: float) -> None:
+        error = LimitExceeded(
+            f"the client has not read its audio for {stalled_s:g} s", code="slow_reader"
+        )
+        self.services.metrics.errors.labels(error.code).inc()
+        log.info("session %s: %s; closing with 1013", self.session_id, error.message)
+        # A close handshake cannot get through a socket the client does not read: the
+        # close frame is queued behind the audio, then the connection is dropped.
+        try:
+            async with asyncio.timeout(0.2):
+                await self.ws.close(code=CLOSE_TRY_AGAIN, message=b"slow_reader")
+        except (ConnectionError, RuntimeError, TimeoutError):
+            pass
+        finally:  # even when the close itself is cancelled by the reader shutting down
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _first_audio(self, context_id: str | None) -> None:
+        if context_id is None:
+            return
+        started = self._first_text_at.pop(context_id, None)
+        if started is not None:
+            self.services.metrics.time_to_first_audio.observe(time.monotonic() - started)
+
+    # -- output helpers ---------------------------------------------------------------
+
+    async def _write(self, payload: str | bytes) -> None:
+        if isinstance(payload, bytes):
+            await self.ws.send_bytes(payload)
+        else:
+            await self.ws.send_str(payload)
+
+    async def _send(self, message: p._Message) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(p.encode_server_message(message))
+
+    async def _error(
+        self, exc: VoxgateError, *, event_id: str | None = None, fatal: bool = False
+    ) -> None:
+        self.services.metrics.errors.labels(exc.code).inc()
+        await self._send(
+            p.ErrorOut(event_id=event_id, code=exc.code, message=exc.message, fatal=fatal)
+        )
+
+    async def _fail(self, close_code: int, exc: VoxgateError) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(1):  # a client that reads nothing gets nothing more
+                await self._error(exc, fatal=True)
+        await self._close(close_code, exc.code)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closing = True
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.session is not None:
+            await self.session.aclose()
+
+    # -- configuration ----------------------------------------------------------------
+
+    def _options(self, config: dict[str, Any]) -> SessionOptions:
+        principal = self._principal()
+        if principal.voice_id and config.get("voice_id") != principal.voice_id:
+            raise AuthError(
+                f"this token may only use voice {principal.voice_id}", code="voice_not_allowed"
+            )
+        voice = VoiceOptions(
+            voice_id=config["voice_id"], ref_audio=config["ref_audio"], speed=config["speed"]
+        )
+        segmenter = dataclasses.replace(SegmenterOptions(), **config["segmenter"])
+        return SessionOptions(
+            voice=voice, segmenter=segmenter, max_contexts=self.settings.max_contexts
+        )
+
+    def _output_format(self, config: dict[str, Any]) -> OutputFormat:
+        spec = config["output_format"]
+        encoding = spec.get("encoding", "pcm_s16le")
+        rate = spec.get("sample_rate") or DEFAULT_RATES[encoding]
+        return OutputFormat(encoding, rate, spec.get("bitrate"), spec.get("complexity"))
+
+    def _public_config(self) -> dict[str, Any]:
+        config = dict(self.config)
+        if config.get("ref_audio"):
+            config["ref_audio"] = f"<{len(config['ref_audio'])} base64 characters>"
+        return config
+
+    def _limits(self) -> p.Limits:
+        s = self.settings
+        return p.Limits(
+            max_message_bytes=s.max_message_bytes,
+            max_text_chars=p.MAX_TEXT_CHARS,
+            max_contexts=s.max_contexts,
+            text_chars_per_second=s.text_chars_per_second,
+            text_burst_chars=s.text_burst_chars,
+            idle_timeout_s=s.idle_timeout_s,
+            max_queued_audio_ms=s.max_queued_audio_ms,
+        )
+
+    def _principal(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+    def _require_session(self) -> Session:
+        if self.session is None:
+            raise ProtocolViolation("no text has been sent yet", code="unknown_context")
+        return self.session
+
+
+def _usage(usage: ev.Usage) -> p.UsageOut:
+    return p.UsageOut(characters=usage.characters, audio_ms=usage.audio_ms, chunks=usage.chunks)

@@ -1,0 +1,277 @@
+"""The Voxtral REST API, drop-in, metered with the gateway's own keys and credits.
+
+Same paths under ``/api/tts``, same request fields, same envelopes: an application that
+talks to Voxtral only changes its base URL and key. Requests are validated here exactly
+as the upstream would (so a bad request costs nothing and never leaves the gateway),
+credits are reserved before the upstream is called and committed only on success, and
+saved voices are kept apart per account.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from voxgate.envelope import error_body, ok
+from voxgate.errors import InvalidInput
+from voxgate.gateway.principal import Principal
+from voxgate.upstream import SpeechRequest, VoiceUpdate
+from voxgate.upstream.engine.validation import (
+    clone_params,
+    paging,
+    parse_json_object,
+    speech_params,
+    update_params,
+)
+from voxgate.upstream.models import MAX_SAVED_VOICES
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/tts"
+
+
+class VoiceOwners:
+    """Which account saved which voice (the upstream sees one account: the gateway's)."""
+
+    def __init__(self, redis_url: str = "", prefix: str = "voxgate:") -> None:
+        self._redis: Redis | None = (
+            Redis.from_url(redis_url, decode_responses=True) if redis_url else None
+        )
+        self._prefix = prefix
+        self._memory: dict[str, list[str]] = {}
+
+    async def add(self, account_id: str, voice_id: str) -> None:
+        if self._redis is not None:
+            await self._redis.rpush(self._key(account_id), voice_id)
+        else:
+            self._memory.setdefault(account_id, []).append(voice_id)
+
+    async def remove(self, account_id: str, voice_id: str) -> None:
+        if self._redis is not None:
+            await self._redis.lrem(self._key(account_id), 0, voice_id)
+        elif voice_id in self._memory.get(account_id, []):
+            self._memory[account_id].remove(voice_id)
+
+    async def voices(self, account_id: str) -> list[str]:
+        if self._redis is not None:
+            return [str(v) for v in await self._redis.lrange(self._key(account_id), 0, -1)]
+        return list(self._memory.get(account_id, []))
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def _key(self, account_id: str) -> str:
+        return f"{self._prefix}voices:{{{account_id}}}"
+
+
+class VoxtralCompatible:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.owners = VoiceOwners(services.settings.redis_url)
+
+    def routes(self) -> list[web.RouteDef]:
+        p = API_PREFIX
+        return [
+            web.post(f"{p}/generate", self.generate),
+            web.post(f"{p}/stream", self.stream),
+            web.post(f"{p}/voices/clone", self.clone_voice),
+            web.get(f"{p}/voices/mine", self.list_voices),
+            web.get(f"{p}/voices/presets", self.list_presets),
+            web.patch(f"{p}/voices/{{voice_id}}", self.update_voice),
+            web.delete(f"{p}/voices/{{voice_id}}", self.delete_voice),
+        ]
+
+    async def generate(self, request: web.Request) -> web.Response:
+        principal = await self._auth(request)
+        speech = await self._speech(request, principal, default_format="mp3")
+        op_id = await self._reserve(principal, speech)
+        try:
+            result = await self.services.upstream_client.generate(speech)
+        except BaseException:
+            await self._refund(principal, op_id)
+            raise
+        await self._commit(principal, op_id, len(speech.input))
+        return ok(
+            {
+                "audio_data": base64.b64encode(result.audio).decode(),
+                "format": result.format,
+                "generation_id": result.generation_id,
+                "audio_url": result.audio_url,
+                "chunks": result.chunks,
+                "credits_used": len(speech.input),
+            }
+        )
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        principal = await self._auth(request)
+        speech = await self._speech(request, principal, default_format="pcm")
+        op_id = await self._reserve(principal, speech)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        committed = False
+        try:
+            # Opened before answering, so an upstream refusal is still a proper HTTP error.
+            deltas = self.services.upstream_client.stream_encoded(speech)
+            first = await anext(deltas, None)
+            await response.prepare(request)
+            if first is not None:
+                await _send(response, "speech.audio.delta", {"audio_data": _b64(first)})
+            async for delta in deltas:
+                await _send(response, "speech.audio.delta", {"audio_data": _b64(delta)})
+            await self._commit(principal, op_id, len(speech.input))
+            committed = True
+            await _send(response, "speech.audio.done", {"credits_used": len(speech.input)})
+        except ConnectionError:
+            log.info("REST stream client went away; refunded")
+        except Exception as exc:
+            if not response.prepared:
+                raise
+            with contextlib.suppress(ConnectionError):
+                await _send(response, "error", error_body(exc))
+        finally:
+            if not committed:
+                await self._refund(principal, op_id)
+        return response
+
+    async def clone_voice(self, request: web.Request) -> web.Response:
+        principal = await self._auth(request)
+        raw = parse_json_object(await request.read())
+        params = clone_params(raw)
+        if len(await self.owners.voices(principal.account_id)) >= MAX_SAVED_VOICES:
+            raise InvalidInput(
+                f"you already have {MAX_SAVED_VOICES} saved voices, the maximum",
+                code="voice_limit_reached",
+            )
+        voice = await self.services.upstream_client.clone_voice(
+            params.name, params.ref_audio, language=params.language, gender=params.gender
+        )
+        await self.owners.add(principal.account_id, voice.id)
+        return ok(
+            {
+                "id": voice.id,
+                "name": voice.name,
+                "mistral_voice_id": voice.mistral_voice_id,
+                "language": voice.language,
+                "gender": voice.gender,
+                "created_at": voice.created_at,
+            }
+        )
+
+    async def list_voices(self, request: web.Request) -> web.Response:
+        principal = await self._auth(request)
+        page, limit = paging(dict(request.query))
+        mine = list(reversed(await self.owners.voices(principal.account_id)))  # newest first
+        wanted = mine[(page - 1) * limit : page * limit]
+        found = {
+            v.id: v async for v in self.services.upstream_client.iter_voices() if v.id in wanted
+        }
+        voices = [_voice_json(found[v]) for v in wanted if v in found]
+        return ok({"voices": voices, "total": len(mine), "page": page, "limit": limit})
+
+    async def list_presets(self, request: web.Request) -> web.Response:
+        return ok({"voices": await self.services.upstream_client.list_presets()})
+
+    async def update_voice(self, request: web.Request) -> web.Response:
+        principal = await self._auth(request)
+        voice_id = await self._owned(principal, request)
+        changes = update_params(parse_json_object(await request.read()))
+        tags = changes.get("tags")
+        voice = await self.services.upstream_client.update_voice(
+            voice_id,
+            VoiceUpdate(
+                name=changes.get("name"),
+                language=changes.get("language"),
+                gender=changes.get("gender"),
+                tags=tuple(tags) if tags is not None else None,
+            ),
+        )
+        return ok(
+            {
+                "id": voice.id,
+                "name": voice.name,
+                "language": voice.language,
+                "gender": voice.gender,
+                "tags": list(voice.tags),
+            }
+        )
+
+    async def delete_voice(self, request: web.Request) -> web.Response:
+        principal = await self._auth(request)
+        voice_id = await self._owned(principal, request)
+        await self.services.upstream_client.delete_voice(voice_id)
+        await self.owners.remove(principal.account_id, voice_id)
+        return ok({"id": voice_id})
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _auth(self, request: web.Request) -> Principal:
+        principal: Principal = await self.services.authenticate_bearer(
+            request.headers.get("Authorization")
+        )
+        return principal
+
+    async def _speech(
+        self, request: web.Request, principal: Principal, *, default_format: str
+    ) -> SpeechRequest:
+        body = parse_json_object(await request.read())
+        params = speech_params(body, default_format=default_format)  # the upstream's own rules
+        # Saved voice ids are unguessable UUIDs: holding one is permission to speak with it,
+        # as on the upstream. Listing, renaming and deleting are kept to the owner.
+        return SpeechRequest(
+            input=params.text,
+            voice_id=params.voice_id,
+            ref_audio=body.get("ref_audio"),
+            response_format=params.response_format,  # type: ignore[arg-type]
+            speed=params.speed,
+        )
+
+    async def _owned(self, principal: Principal, request: web.Request) -> str:
+        voice_id = request.match_info["voice_id"]
+        if voice_id not in await self.owners.voices(principal.account_id):
+            raise InvalidInput("no saved voice with that id", code="voice_not_found")
+        return voice_id
+
+    async def _reserve(self, principal: Principal, speech: SpeechRequest) -> str:
+        op_id = f"rest:{uuid.uuid4().hex}"
+        await self.services.ledger.reserve(
+            principal.account_id, f"rest:{principal.key_id}", len(speech.input), op_id, 300.0
+        )
+        return op_id
+
+    async def _commit(self, principal: Principal, op_id: str, amount: int) -> None:
+        await self.services.ledger.commit(op_id, amount, account_id=principal.account_id)
+        self.services.metrics.credits_committed.inc(amount)
+
+    async def _refund(self, principal: Principal, op_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.services.ledger.refund(op_id, account_id=principal.account_id)
+
+
+def _voice_json(voice: Any) -> dict[str, Any]:
+    return {
+        "id": voice.id,
+        "name": voice.name,
+        "mistral_voice_id": voice.mistral_voice_id,
+        "ref_audio_url": voice.ref_audio_url,
+        "language": voice.language,
+        "gender": voice.gender,
+        "tags": list(voice.tags),
+        "created_at": voice.created_at,
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
+    await response.write(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")

@@ -1,0 +1,230 @@
+"""Everything a gateway process shares between its connections, started and stopped once.
+
+With nothing configured: the embedded engine (in a thread of its own, so its work never
+sits on the gateway's event loop), in-process stores, and one dev key. ``VOXGATE_REDIS_URL``
+moves keys, credits, tokens and the session registry to Redis; ``VOXTRAL_API_KEY`` points
+the upstream at the real Voxtral API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxgate.config import Settings
+from voxgate.errors import AuthError, LimitExceeded
+from voxgate.gateway.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
+from voxgate.gateway.client_tokens import (
+    ClientTokenClaims,
+    ClientTokens,
+    MemoryTokenStore,
+    RedisTokenStore,
+    TokenStore,
+)
+from voxgate.gateway.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
+from voxgate.gateway.metrics import Metrics
+from voxgate.gateway.principal import Principal
+from voxgate.sessions.ledger import Ledger
+from voxgate.sessions.ledger_memory import MemoryLedger
+from voxgate.sessions.ledger_redis import RedisLedger
+from voxgate.sessions.registry import MemorySessionRegistry, RedisSessionRegistry, SessionRegistry
+from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
+from voxgate.upstream.engine.background import BackgroundEngine
+from voxgate.upstream.pcm import PcmChunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InstrumentedUpstream:
+    """The upstream client, timed: first-byte latency and outcomes go to the metrics."""
+
+    upstream: Upstream
+    metrics: Metrics
+
+    async def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]:
+        started = time.monotonic()
+        first = True
+        outcome = "error"
+        try:
+            async for chunk in self.upstream.stream(request):
+                if first:
+                    self.metrics.upstream_first_byte.observe(time.monotonic() - started)
+                    first = False
+                yield chunk
+            outcome = "ok"
+        except GeneratorExit:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.metrics.upstream_requests.labels(outcome).inc()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    upstream_client: Upstream
+    upstream: InstrumentedUpstream
+    ledger: Ledger
+    registry: SessionRegistry
+    keys: KeyStore
+    tokens: ClientTokens
+    origins: OriginPolicy
+    metrics: Metrics
+    engine: BackgroundEngine | None = None
+    dev_api_key: str | None = None
+    draining: bool = False
+    connections: set[Any] = field(default_factory=set)
+    _sessions_by_key: dict[str, int] = field(default_factory=dict)
+    _closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Services:
+        engine: BackgroundEngine | None = None
+        upstream_config = settings.upstream
+        if settings.uses_embedded_engine:
+            engine = BackgroundEngine()
+            engine.__enter__()
+            upstream_config = UpstreamConfig(
+                base_url=engine.base_url,
+                api_key=engine.api_key,
+                pcm_sample_rate=settings.upstream.pcm_sample_rate,
+                first_byte_timeout=settings.upstream.first_byte_timeout,
+                total_timeout=settings.upstream.total_timeout,
+            )
+        metrics = Metrics()
+        upstream = Upstream(upstream_config)
+        closers: list[Any] = [upstream.aclose]
+        ledger: Ledger
+        registry: SessionRegistry
+        token_store: TokenStore
+        keys: KeyStore
+        if settings.redis_url:
+            redis_ledger = RedisLedger.from_url(settings.redis_url)
+            redis_registry = RedisSessionRegistry.from_url(settings.redis_url)
+            redis_tokens = RedisTokenStore.from_url(settings.redis_url)
+            redis_keys = RedisKeyStore.from_url(settings.redis_url, ledger=redis_ledger)
+            closers += [
+                redis_keys.aclose,
+                redis_tokens.aclose,
+                redis_registry.aclose,
+                redis_ledger.aclose,
+            ]
+            ledger, registry, token_store, keys = (
+                redis_ledger,
+                redis_registry,
+                redis_tokens,
+                redis_keys,
+            )
+        else:
+            ledger = MemoryLedger()
+            registry = MemorySessionRegistry()
+            token_store = MemoryTokenStore()
+            keys = MemoryKeyStore(ledger)
+        origins = OriginPolicy(tuple(settings.allowed_origins))
+        services = cls(
+            settings=settings,
+            upstream_client=upstream,
+            upstream=InstrumentedUpstream(upstream, metrics),
+            ledger=ledger,
+            registry=registry,
+            keys=keys,
+            tokens=ClientTokens(token_store, keys=keys, origins=origins),
+            origins=origins,
+            metrics=metrics,
+            engine=engine,
+            _closers=closers,
+        )
+        await services._configure_keys()
+        return services
+
+    async def _configure_keys(self) -> None:
+        if self.settings.api_keys:
+            await keys_from_specs(self.settings.api_keys, self.keys)
+        elif not self.settings.redis_url:
+            self.dev_api_key, _ = await dev_key(self.keys)
+
+    async def aclose(self) -> None:
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+        if self.engine is not None:
+            self.engine.__exit__(None, None, None)
+
+    # -- authentication ---------------------------------------------------------------
+
+    async def authenticate_bearer(self, authorization: str | None) -> Principal:
+        record = await self.keys.authenticate(bearer_token(authorization))
+        return _principal(record)
+
+    async def authenticate_key(self, plain_key: str) -> KeyRecord:
+        return await self.keys.authenticate(plain_key)
+
+    async def redeem_token(self, token: str, origin: str | None) -> Principal:
+        claims = await self.tokens.redeem(token, origin=origin)
+        key = await self.keys.get(claims.key_id)
+        if key is None or key.revoked:
+            raise AuthError("the key this token was minted from is gone", code="revoked_api_key")
+        return _from_claims(claims, key)
+
+    @contextlib.contextmanager
+    def session_slot(self, principal: Principal) -> Iterator[None]:
+        """Count a live session against its key's limit (per process)."""
+        held = self._sessions_by_key.get(principal.key_id, 0)
+        if held >= principal.max_sessions:
+            raise LimitExceeded(
+                f"this key already has {held} live sessions, its limit", code="too_many_sessions"
+            )
+        self._sessions_by_key[principal.key_id] = held + 1
+        self.metrics.sessions_active.inc()
+        try:
+            yield
+        finally:
+            self.metrics.sessions_active.dec()
+            left = self._sessions_by_key[principal.key_id] - 1
+            if left:
+                self._sessions_by_key[principal.key_id] = left
+            else:
+                del self._sessions_by_key[principal.key_id]
+
+    async def ready(self) -> dict[str, str]:
+        """What /readyz reports: each dependency, "ok" or why not."""
+        checks = {"store": "ok", "upstream": "ok"}
+        try:
+            await self.registry.get("readyz-probe")  # one round trip to Redis, if used
+        except Exception as exc:
+            checks["store"] = _reason(exc)
+        try:
+            await self.upstream_client.list_voices(page=1, limit=1)
+        except Exception as exc:
+            checks["upstream"] = _reason(exc)
+        if self.draining:
+            checks["draining"] = "yes"
+        return checks
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _principal(record: KeyRecord) -> Principal:
+    return Principal(
+        account_id=record.account_id, key_id=record.key_id, max_sessions=record.max_sessions
+    )
+
+
+def _from_claims(claims: ClientTokenClaims, key: KeyRecord) -> Principal:
+    # A browser's session counts against the key it was minted from.
+    return Principal(
+        account_id=claims.account_id,
+        key_id=claims.key_id,
+        max_sessions=key.max_sessions,
+        voice_id=claims.voice_id,
+        max_credits=claims.max_credits,
+        session_id=claims.session_id,
+        via_token=True,
+    )
