@@ -47,7 +47,8 @@ async def running_gateway(target: Target, **overrides: Any) -> AsyncIterator[Gat
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield Gateway(f"http://127.0.0.1:{port}", services, api_keys[0].rsplit(":", 1)[0])
+        key = api_keys[0].rsplit(":", 1)[0] if api_keys else services.dev_api_key or ""
+        yield Gateway(f"http://127.0.0.1:{port}", services, key)
     finally:
         await runner.cleanup()
         await services.aclose()

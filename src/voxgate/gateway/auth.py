@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from voxgate.errors import AuthError, ConfigError, InvalidInput
-from voxgate.gateway.keys import KeyRecord, KeyStore, generate_key
+from voxgate.gateway.keys import DEFAULT_MAX_SESSIONS, KeyRecord, KeyStore, generate_key
 from voxgate.sessions.ledger import Ledger
 
 DEV_KEY_PREFIX = "vg_dev_"
@@ -47,7 +47,11 @@ def parse_key_spec(spec: str) -> tuple[str, int]:
 
 
 async def keys_from_specs(
-    specs: Iterable[str], store: KeyStore, ledger: Ledger | None = None
+    specs: Iterable[str],
+    store: KeyStore,
+    ledger: Ledger | None = None,
+    *,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
 ) -> list[KeyRecord]:
     """Register the keys of ``--api-key`` / ``VOXGATE_API_KEYS``; their records, in order.
 
@@ -61,21 +65,27 @@ async def keys_from_specs(
     for number, spec in enumerate(specs, start=1):
         key, credits = parse_key_spec(spec)
         try:
-            record = await store.add(key, name="configured", credits=credits)
+            record = await store.add(
+                key, name="configured", credits=credits, max_sessions=max_sessions
+            )
         except InvalidInput as error:
             raise ConfigError(f"API key spec #{number}: {error.message}") from None
         records.append(record)
     return records
 
 
-async def dev_key(store: KeyStore, ledger: Ledger | None = None) -> tuple[str, KeyRecord]:
+async def dev_key(
+    store: KeyStore, ledger: Ledger | None = None, *, max_sessions: int = DEFAULT_MAX_SESSIONS
+) -> tuple[str, KeyRecord]:
     """A fresh ``vg_dev_`` key with 1,000,000 credits, for a run with no key configured.
 
     Returns (plain key, record); the caller prints the plain key once, it is not kept.
     """
     _check_ledger(store, ledger)
     plain_key = generate_key(DEV_KEY_PREFIX)
-    record = await store.add(plain_key, name="dev", credits=DEFAULT_SPEC_CREDITS)
+    record = await store.add(
+        plain_key, name="dev", credits=DEFAULT_SPEC_CREDITS, max_sessions=max_sessions
+    )
     return plain_key, record
 
 

@@ -143,10 +143,11 @@ class Services:
         return services
 
     async def _configure_keys(self) -> None:
+        limit = self.settings.max_sessions_per_key
         if self.settings.api_keys:
-            await keys_from_specs(self.settings.api_keys, self.keys)
+            await keys_from_specs(self.settings.api_keys, self.keys, max_sessions=limit)
         elif not self.settings.redis_url:
-            self.dev_api_key, _ = await dev_key(self.keys)
+            self.dev_api_key, _ = await dev_key(self.keys, max_sessions=limit)
 
     async def aclose(self) -> None:
         for close in self._closers:

@@ -82,7 +82,7 @@ class SegmenterOptions:
 
     Lengths count characters of normalised text, trailing whitespace included.
 
-    * ``first_min_chars`` (24): the shortest first chunk of a turn, about four words; a
+    * ``first_min_chars`` (16): the shortest first chunk of a turn, about three words; a
       boundary before it is skipped, so "Sure, " alone is never sent.
     * ``first_clause_boundaries`` (True): the first chunk may end at a clause boundary
       (``, ; : —``), not only at a sentence end: audio starts sooner.
@@ -100,7 +100,7 @@ class SegmenterOptions:
     Raises :class:`~voxgate.errors.InvalidInput` naming the field on a bad value.
     """
 
-    first_min_chars: int = 24
+    first_min_chars: int = 16
     first_clause_boundaries: bool = True
     first_time_bound: float = 0.5
     min_chars: int = 100
