@@ -137,7 +137,7 @@ async def main(runs: int) -> None:
                 return
             port = free_port()
             with tempfile.TemporaryDirectory() as tmp:
-                server = subprocess.Popen(  # noqa: ASYNC220 - a benchmark's own server, once
+                server = subprocess.Popen(
                     [
                         redis_server,
                         "--port",
