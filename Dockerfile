@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t voxgate .     Run: docker run -p 8081:8081 voxgate
+# Build: docker build -t voxgate .     Run: docker run -p 8080:8080 voxgate
 # The wheels carry their native parts: PyAV brings FFmpeg, espeakng-loader brings
 # libespeak-ng and its voice data, so the runtime image needs no system audio packages.
 
@@ -17,7 +17,9 @@ RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nolog
 COPY --from=build /opt/voxgate /opt/voxgate
 ENV PATH=/opt/voxgate/bin:$PATH PYTHONUNBUFFERED=1
 USER voxgate
-EXPOSE 8081
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz')"
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"
 ENTRYPOINT ["voxgate"]
-CMD ["local-tts", "--host", "0.0.0.0", "--port", "8081"]
+# In a container the gateway listens on all interfaces, so the dev-token endpoint is off
+# unless VOXGATE_DEV_TOKENS=on (for a local try-out only).
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

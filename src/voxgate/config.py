@@ -129,7 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "VOXGATE_MAX_QUEUED_AUDIO_MS",
         "1000",
-        "Audio queued for a client that stops reading before it is closed with 1013",
+        "How long (ms) a socket may refuse audio (its client stopped reading) before it is "
+        "closed with 1013",
         "max_queued_audio_ms",
         int,
     ),
