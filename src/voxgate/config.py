@@ -134,6 +134,22 @@ SETTINGS: tuple[Setting, ...] = (
         "max_queued_audio_ms",
         int,
     ),
+    Setting(
+        "VOXGATE_STUN_URLS",
+        "",
+        "STUN servers for WebRTC, comma-separated "
+        "(`stun:stun.example.net:3478`); host candidates only when unset",
+        "stun_urls",
+        _list,
+    ),
+    Setting(
+        "VOXGATE_TURN_URL",
+        "",
+        "A TURN server for WebRTC peers behind NAT (`turn:turn.example.net:3478?transport=udp`)",
+        "turn_url",
+    ),
+    Setting("VOXGATE_TURN_USERNAME", "", "Username for the TURN server", "turn_username"),
+    Setting("VOXGATE_TURN_CREDENTIAL", "", "Credential for the TURN server", "turn_credential"),
     Setting("VOXGATE_LOG_FORMAT", "text", "`text` or `json` (one object per line)", "log_format"),
     Setting(
         "VOXTRAL_API_KEY",
@@ -193,6 +209,10 @@ class Settings:
     auth_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     max_queued_audio_ms: int = 1000
+    stun_urls: tuple[str, ...] = ()
+    turn_url: str = ""
+    turn_username: str = ""
+    turn_credential: str = ""
     log_format: str = "text"
     local_api_keys: tuple[str, ...] = ()
 

@@ -35,6 +35,8 @@ _STATUS_BY_CODE = {
     "too_many_sessions": 429,
     "rate_limited": 429,
     "draining": 503,
+    "unsupported_media_type": 415,
+    "forbidden": 403,
 }
 _STATUS_BY_TYPE: tuple[tuple[type[VoxgateError], int], ...] = (
     (AuthError, 401),

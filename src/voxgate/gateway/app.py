@@ -17,10 +17,12 @@ from voxgate.gateway.openapi import openapi_document
 from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, RealtimeConnection
 from voxgate.gateway.rest import VoxtralCompatible
 from voxgate.gateway.services import Services
+from voxgate.gateway.whep import WhepEndpoint
 
 log = logging.getLogger(__name__)
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+WHEP: web.AppKey[WhepEndpoint] = web.AppKey("whep", WhepEndpoint)
 _LOOPBACK = ("127.0.0.1", "::1")
 
 
@@ -30,6 +32,10 @@ def create_gateway_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     rest = VoxtralCompatible(services)
+    whep = WhepEndpoint(
+        services, lambda socket, principal: RealtimeConnection(socket, services, principal, None)
+    )
+    app[WHEP] = whep
     app.add_routes(
         [
             web.get("/v1/realtime", realtime),
@@ -40,8 +46,14 @@ def create_gateway_app(services: Services) -> web.Application:
             web.get("/metrics", metrics),
             web.get("/openapi.json", openapi),
             *rest.routes(),
+            *whep.routes(),
         ]
     )
+
+    async def close_peers(_: web.Application) -> None:
+        await whep.aclose()
+
+    app.on_shutdown.append(close_peers)
     return app
 
 

@@ -24,6 +24,7 @@ from voxgate.gateway import protocol as p
 from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.principal import Principal
 from voxgate.gateway.ratelimit import TokenBucket
+from voxgate.gateway.webrtc.track import SessionAudioTrack
 from voxgate.sessions import events as ev
 from voxgate.sessions.options import SessionOptions, VoiceOptions
 from voxgate.sessions.segmenter import SegmenterOptions
@@ -75,6 +76,7 @@ class RealtimeConnection:
             "segmenter": {},
         }
         self.outbound: Outbound | None = None
+        self.webrtc: SessionAudioTrack | None = None
         self._text_bucket = TokenBucket(
             self.settings.text_chars_per_second, self.settings.text_burst_chars
         )
@@ -87,6 +89,7 @@ class RealtimeConnection:
     # -- lifecycle --------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.services.live_sessions[self.session_id] = self
         try:
             if self.principal is None:
                 self.principal = await self._authenticate_first_message()
@@ -105,7 +108,36 @@ class RealtimeConnection:
         except (LimitExceeded, AuthError) as exc:
             await self._fail(WSCloseCode.POLICY_VIOLATION, exc)
         finally:
+            self.services.live_sessions.pop(self.session_id, None)
             await self._shutdown()
+
+    # -- WebRTC -----------------------------------------------------------------------
+
+    def attach_webrtc(self, track: SessionAudioTrack) -> None:
+        """From now on this session's audio goes to ``track``; events stay on the socket."""
+        self.webrtc = track
+
+    def detach_webrtc(self, track: SessionAudioTrack) -> None:
+        if self.webrtc is track:
+            self.webrtc = None
+
+    async def socket_closed(self) -> None:
+        """The transport went away underneath (a WebRTC peer closed its data channel)."""
+        await self.ws.close()
+
+    async def _push_webrtc(self, track: SessionAudioTrack, event: ev.AudioOut) -> None:
+        data = memoryview(event.pcm)
+        offset = 0
+        while offset < len(data):
+            taken = track.push(
+                data[offset:], event.context_id, event.start_ms + offset * 500 / event.sample_rate
+            )
+            offset += taken
+            if offset < len(data):
+                # The playout buffer is full: wait a frame, the session keeps the rest.
+                await asyncio.sleep(0.02)
+                if self.webrtc is not track or track.readyState != "live":
+                    return
 
     async def drain(self, deadline: float) -> None:
         """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""
@@ -262,7 +294,15 @@ class RealtimeConnection:
 
     def _interrupt(self, message: p.Interrupt) -> None:
         session = self._require_session()
-        results = session.interrupt(message.context_id, message.played_ms)
+        track = self.webrtc
+        if track is None or message.played_ms is not None:
+            results = session.interrupt(message.context_id, message.played_ms)
+        else:
+            # Over WebRTC the gateway knows what was played: what the track has sent.
+            targets = [message.context_id] if message.context_id else session.active_context_ids()
+            for context_id in targets:
+                track.interrupt(context_id)  # silence within a frame or two
+            results = [session.interrupt(c, track.played_ms(c))[0] for c in targets]
         assert self.outbound is not None
         for result in results:
             # Frames already encoded but not yet written are dropped with the session's.
@@ -323,8 +363,12 @@ class RealtimeConnection:
                 event = await self.session.next_event()
                 match event:
                     case ev.AudioOut():
-                        out.audio(event.context_id, event.chunk_index, event.pcm)
                         metrics.audio_seconds.inc(event.duration_ms / 1000)
+                        if self.webrtc is not None:
+                            self._first_audio(event.context_id)
+                            await self._push_webrtc(self.webrtc, event)
+                        else:
+                            out.audio(event.context_id, event.chunk_index, event.pcm)
                     case ev.ChunkStarted():
                         out.message(
                             p.ChunkStartedOut(
@@ -362,6 +406,8 @@ class RealtimeConnection:
                             )
                         )
                     case ev.ContextDone():
+                        if self.webrtc is not None:
+                            self.webrtc.end_of_turn(event.context_id)
                         out.end_of_context(event.context_id, -1)
                         metrics.credits_committed.inc(event.usage.characters)
                         out.message(
@@ -371,6 +417,8 @@ class RealtimeConnection:
                             final=True,
                         )
                     case ev.Interrupted():
+                        if self.webrtc is not None:
+                            self.webrtc.interrupt(event.context_id)
                         out.purge(event.context_id)
                         out.message(
                             p.InterruptedOut(

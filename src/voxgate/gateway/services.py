@@ -79,6 +79,7 @@ class Services:
     dev_api_key: str | None = None
     draining: bool = False
     connections: set[Any] = field(default_factory=set)
+    live_sessions: dict[str, Any] = field(default_factory=dict)  # session id -> connection
     _sessions_by_key: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
 

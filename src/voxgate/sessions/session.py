@@ -140,6 +140,9 @@ class Session:
     def pending_events(self) -> int:
         return len(self._events)
 
+    def active_context_ids(self) -> list[str]:
+        return [c.id for c in self._contexts.values() if _active(c)]
+
     def active_contexts(self) -> int:
         """Contexts that still have text to speak or events to deliver."""
         return sum(1 for c in self._contexts.values() if _active(c))

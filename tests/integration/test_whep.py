@@ -1,0 +1,247 @@
+"""WHEP: a real aiortc peer plays a session's audio, over loopback, against a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from tests.conftest import Target
+from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+
+pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
+
+TEXT = "Hello from the gateway. This audio travels over WebRTC, twenty milliseconds at a time."
+
+
+@pytest.fixture
+async def gateway(target: Target) -> AsyncIterator[Gateway]:
+    async with running_gateway(target, stun_urls=("stun:stun.example.net:3478",)) as gw:
+        yield gw
+
+
+class Listener:
+    """A browser-like receiver: offers recvonly audio, collects decoded frames."""
+
+    def __init__(self, *, data_channel: bool = False) -> None:
+        self.pc = RTCPeerConnection()
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.channel = self.pc.createDataChannel("voxgate") if data_channel else None
+        self.frames: list[tuple[float, np.ndarray]] = []
+        self.timestamps: list[int] = []
+        self._reader: asyncio.Task[None] | None = None
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: Any) -> None:
+        self._reader = asyncio.ensure_future(self._read(track))
+
+    async def _read(self, track: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.timestamps.append(frame.pts)
+            self.frames.append((loop.time(), frame.to_ndarray().reshape(-1)))
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def energy_since(self, when: float) -> list[float]:
+        return [
+            float(np.sqrt(np.mean((f.astype(np.float32) / 32768) ** 2)))
+            for t, f in self.frames
+            if t >= when
+        ]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+async def post_offer(
+    http: aiohttp.ClientSession, url: str, sdp: str, key: str, content_type: str = "application/sdp"
+) -> aiohttp.ClientResponse:
+    return await http.post(
+        url, data=sdp, headers={"Authorization": f"Bearer {key}", "Content-Type": content_type}
+    )
+
+
+async def wait_for(condition: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_session_audio_over_whep(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        received = await receive_until(ws, "session.created", Received())
+        session_id = received.of("session.created")[0]["session_id"]
+        listener = Listener()
+        response = await post_offer(
+            http,
+            f"{gateway.url}/v1/sessions/{session_id}/whep",
+            await listener.offer(),
+            gateway.api_key,
+        )
+        assert response.status == 201, await response.text()
+        assert response.headers["Content-Type"] == "application/sdp"
+        location = response.headers["Location"]
+        assert location.startswith("/v1/whep/")
+        assert response.headers["ETag"]
+        assert response.headers.getall("Link") == ['<stun:stun.example.net:3478>; rel="ice-server"']
+        answer = await response.text()
+        assert "a=sendonly" in answer
+        assert "sprop-stereo=0" in answer
+        await listener.answer(answer)
+        await wait_for(lambda: listener.pc.connectionState == "connected")
+
+        await ws.send_json({"type": "text.append", "text": TEXT})
+        await ws.send_json({"type": "context.close"})
+        await receive_until(ws, "context.done", received, timeout=30)
+        assert not received.frames  # audio went over WebRTC, not the socket
+        spoken_ms = received.of("chunk.ended")[-1]["end_ms"]
+        await asyncio.sleep(spoken_ms / 1000 * 0.2 + 0.5)
+        loud = [e for e in listener.energy_since(0) if e > 0.01]
+        assert len(loud) * 20 > 0.5 * spoken_ms  # most of the speech arrived as audio
+        stamps = listener.timestamps
+        steps = {b - a for a, b in itertools.pairwise(stamps)}
+        assert steps <= {960}  # continuous RTP timestamps, one packet per 20 ms
+
+        patch = await http.patch(
+            f"{gateway.url}{location}", headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        assert patch.status == 405
+        deleted = await http.delete(
+            f"{gateway.url}{location}", headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        assert deleted.status == 200
+        await listener.close()
+        await ws.close()
+
+
+async def test_interrupt_silences_webrtc_and_reports_what_was_played(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        received = await receive_until(ws, "session.created", Received())
+        session_id = received.of("session.created")[0]["session_id"]
+        listener = Listener()
+        response = await post_offer(
+            http,
+            f"{gateway.url}/v1/sessions/{session_id}/whep",
+            await listener.offer(),
+            gateway.api_key,
+        )
+        await listener.answer(await response.text())
+        await wait_for(lambda: listener.pc.connectionState == "connected")
+        long_text = " ".join(["This sentence plays for a while over the peer connection."] * 5)
+        await ws.send_json({"type": "text.append", "text": long_text})
+        await ws.send_json({"type": "text.flush"})
+        loop = asyncio.get_running_loop()
+        await wait_for(lambda: sum(e > 0.01 for e in listener.energy_since(0)) > 50)  # ~1 s
+        await ws.send_json({"type": "interrupt"})
+        sent = loop.time()
+        await receive_until(ws, "interrupted", received)
+        result = received.of("interrupted")[0]
+        assert result["heard"] + result["unheard"] == long_text
+        assert 800 < result["played_ms"] < 4000
+        assert result["heard"].startswith("This sentence")
+        await asyncio.sleep(0.5)
+        after = listener.energy_since(sent)
+        # Loopback adds a few ms; beyond the first frames in flight, silence.
+        assert max(after[5:], default=0.0) < 0.003
+        await listener.close()
+        await ws.close()
+
+
+async def test_whep_creates_a_session_driven_over_a_data_channel(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        listener = Listener(data_channel=True)
+        assert listener.channel is not None
+        messages: list[dict[str, Any]] = []
+        listener.channel.on("message", lambda m: messages.append(json.loads(m)))
+        response = await post_offer(
+            http, f"{gateway.url}/v1/whep", await listener.offer(), gateway.api_key
+        )
+        assert response.status == 201, await response.text()
+        await listener.answer(await response.text())
+        await wait_for(lambda: listener.channel.readyState == "open")  # type: ignore[union-attr]
+        await wait_for(lambda: any(m["type"] == "session.created" for m in messages))
+        listener.channel.send(json.dumps({"type": "text.append", "text": "Over the channel."}))
+        listener.channel.send(json.dumps({"type": "context.close"}))
+        await wait_for(lambda: any(m["type"] == "context.done" for m in messages), timeout=20)
+        await asyncio.sleep(1.5)
+        assert sum(e > 0.01 for e in listener.energy_since(0)) > 20
+        session_id = next(m for m in messages if m["type"] == "session.created")["session_id"]
+        assert session_id in gateway.services.live_sessions
+        await listener.close()
+        await wait_for(lambda: session_id not in gateway.services.live_sessions, timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "error"),
+    [
+        ("/v1/sessions/nope/whep", None, "application/sdp", 404, "not_found"),
+        ("/v1/sessions/{id}/whep", "not sdp", "application/sdp", 400, "bad_sdp"),
+        ("/v1/sessions/{id}/whep", None, "application/json", 415, "unsupported_media_type"),
+        ("/v1/sessions/{id}/whep", "datachannel-only", "application/sdp", 400, "no_audio"),
+        ("/v1/whep", None, "application/sdp", 400, "no_data_channel"),
+    ],
+)
+async def test_whep_errors(
+    gateway: Gateway, path: str, body: str | None, content_type: str, status: int, error: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        received = await receive_until(ws, "session.created", Received())
+        session_id = received.of("session.created")[0]["session_id"]
+        if body is None:
+            listener = Listener()
+            body = await listener.offer()
+            await listener.close()
+        elif body == "datachannel-only":
+            pc = RTCPeerConnection()
+            pc.createDataChannel("voxgate")
+            await pc.setLocalDescription(await pc.createOffer())
+            body = pc.localDescription.sdp
+            await pc.close()
+        response = await post_offer(
+            http,
+            gateway.url + path.replace("{id}", session_id),
+            body,
+            gateway.api_key,
+            content_type,
+        )
+        assert response.status == status
+        assert (await response.json())["error"] == error
+        unauthorized = await http.post(
+            gateway.url + path.replace("{id}", session_id),
+            data=body,
+            headers={"Content-Type": "application/sdp"},
+        )
+        assert unauthorized.status == 401
+        await ws.close()
+    assert gateway.services.live_sessions == {} or all(
+        c.webrtc is None for c in gateway.services.live_sessions.values()
+    )
