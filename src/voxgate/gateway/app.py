@@ -11,8 +11,9 @@ import orjson
 from aiohttp import web
 
 from voxgate.envelope import envelope_errors, error_response, ok
-from voxgate.errors import AuthError, InvalidInput, VoxgateError
+from voxgate.errors import InvalidInput, VoxgateError
 from voxgate.gateway.auth import bearer_token
+from voxgate.gateway.demo import DemoPage
 from voxgate.gateway.openapi import openapi_document
 from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, RealtimeConnection
 from voxgate.gateway.rest import VoxtralCompatible
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 WHEP: web.AppKey[WhepEndpoint] = web.AppKey("whep", WhepEndpoint)
-_LOOPBACK = ("127.0.0.1", "::1")
 
 
 def create_gateway_app(services: Services) -> web.Application:
@@ -32,6 +32,7 @@ def create_gateway_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     rest = VoxtralCompatible(services)
+    demo = DemoPage(services, rest)
     whep = WhepEndpoint(
         services, lambda socket, principal: RealtimeConnection(socket, services, principal, None)
     )
@@ -40,13 +41,13 @@ def create_gateway_app(services: Services) -> web.Application:
         [
             web.get("/v1/realtime", realtime),
             web.post("/v1/client_tokens", client_tokens),
-            web.post("/v1/dev/client_token", dev_client_token),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics),
             web.get("/openapi.json", openapi),
             *rest.routes(),
             *whep.routes(),
+            *demo.routes(),
         ]
     )
 
@@ -113,34 +114,6 @@ async def client_tokens(request: web.Request) -> web.Response:
             "voice_id": claims.voice_id,
             "max_credits": claims.max_credits,
             "session_id": claims.session_id,
-        }
-    )
-
-
-async def dev_client_token(request: web.Request) -> web.Response:
-    """The demo page's token, minted from the dev key; only for loopback clients."""
-    services = request.app[SERVICES]
-    peer = request.remote or ""
-    if not services.settings.dev_tokens_enabled or services.dev_api_key is None:
-        raise AuthError("the dev token endpoint is off (VOXGATE_DEV_TOKENS)", code="dev_tokens_off")
-    if peer not in _LOOPBACK:
-        raise AuthError("dev tokens are only given to loopback clients", code="dev_tokens_off")
-    body = await _json(request) if request.can_read_body else {}
-    key = await services.authenticate_key(services.dev_api_key)
-    token, claims = await services.tokens.mint(
-        key,
-        voice_id=None,
-        max_credits=_int(body, "max_credits", 20_000),
-        ttl_s=60.0,
-        session_id=_optional_str(body, "session_id"),
-    )
-    balance = await services.ledger.balance(key.account_id)
-    return ok(
-        {
-            "token": token,
-            "expires_at": claims.expires_at,
-            "max_credits": claims.max_credits,
-            "balance_available": balance.available,
         }
     )
 

@@ -239,6 +239,17 @@ class Pong(_Message, tag="pong"):
     pass
 
 
+class PlayoutOut(_Message, tag="playout"):
+    """While a WebRTC track plays the session: its state, every 250 ms."""
+
+    buffered_ms: float
+    level: float  # RMS of the last packet sent, 0..1
+    packets_sent: int
+    silent_packets: int
+    underruns_upstream: int
+    underruns_gateway: int
+
+
 _encoder = msgspec.json.Encoder()
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "voxgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "voxgate.token."
+PLAYOUT_REPORT_S = 0.25
 CLOSE_TRY_AGAIN = 1013  # the client is too slow, or the server is draining
 # Opus and Ogg Opus run on the 48 kHz RTP/Ogg clock (libopus is fed 24 kHz underneath).
 DEFAULT_RATES = {"pcm_s16le": 24000, "mulaw": 8000, "opus": 48000, "ogg_opus": 48000, "mp3": 24000}
@@ -116,6 +117,26 @@ class RealtimeConnection:
     def attach_webrtc(self, track: SessionAudioTrack) -> None:
         """From now on this session's audio goes to ``track``; events stay on the socket."""
         self.webrtc = track
+        self._tasks.append(asyncio.create_task(self._report_playout(track)))
+
+    async def _report_playout(self, track: SessionAudioTrack) -> None:
+        playout = track.options.playout
+        capacity = playout.max_buffer_ms * playout.sample_rate // 1000 * 2
+        bytes_per_ms = playout.sample_rate * 2 / 1000
+        while self.webrtc is track and not self.ws.closed:
+            stats = track.stats
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._send(
+                    p.PlayoutOut(
+                        buffered_ms=(capacity - track.room_bytes) / bytes_per_ms,
+                        level=track.level,
+                        packets_sent=stats.packets_sent,
+                        silent_packets=stats.silent_packets,
+                        underruns_upstream=stats.underruns_upstream,
+                        underruns_gateway=stats.underruns_gateway,
+                    )
+                )
+            await asyncio.sleep(PLAYOUT_REPORT_S)
 
     def detach_webrtc(self, track: SessionAudioTrack) -> None:
         if self.webrtc is track:
@@ -347,7 +368,7 @@ class RealtimeConnection:
         )
         await self.session.start()
         self.services.metrics.sessions_total.inc()
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self._pump(), name=f"pump-{self.session_id}"),
             asyncio.create_task(self._sender(), name=f"send-{self.session_id}"),
         ]

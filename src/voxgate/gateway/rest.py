@@ -20,7 +20,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voxgate.envelope import error_body, ok
-from voxgate.errors import InvalidInput
+from voxgate.errors import InvalidInput, LimitExceeded
 from voxgate.gateway.principal import Principal
 from voxgate.upstream import SpeechRequest, VoiceUpdate
 from voxgate.upstream.engine.validation import (
@@ -144,38 +144,43 @@ class VoxtralCompatible:
 
     async def clone_voice(self, request: web.Request) -> web.Response:
         principal = await self._auth(request)
-        raw = parse_json_object(await request.read())
-        params = clone_params(raw)
+        return ok(await self.clone_for(principal, parse_json_object(await request.read())))
+
+    async def clone_for(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """Clone a voice for ``principal``'s account from a Voxtral clone request body."""
+        params = clone_params(body)
         if len(await self.owners.voices(principal.account_id)) >= MAX_SAVED_VOICES:
-            raise InvalidInput(
-                f"you already have {MAX_SAVED_VOICES} saved voices, the maximum",
+            raise LimitExceeded(
+                f"you already have {MAX_SAVED_VOICES} saved voices, the maximum; delete one",
                 code="voice_limit_reached",
             )
         voice = await self.services.upstream_client.clone_voice(
             params.name, params.ref_audio, language=params.language, gender=params.gender
         )
         await self.owners.add(principal.account_id, voice.id)
-        return ok(
-            {
-                "id": voice.id,
-                "name": voice.name,
-                "mistral_voice_id": voice.mistral_voice_id,
-                "language": voice.language,
-                "gender": voice.gender,
-                "created_at": voice.created_at,
-            }
-        )
+        return {
+            "id": voice.id,
+            "name": voice.name,
+            "mistral_voice_id": voice.mistral_voice_id,
+            "language": voice.language,
+            "gender": voice.gender,
+            "created_at": voice.created_at,
+        }
 
     async def list_voices(self, request: web.Request) -> web.Response:
         principal = await self._auth(request)
         page, limit = paging(dict(request.query))
+        return ok(await self.voices_of(principal, page, limit))
+
+    async def voices_of(self, principal: Principal, page: int, limit: int) -> dict[str, Any]:
+        """A page of ``principal``'s saved voices, newest first, as /voices/mine lists them."""
         mine = list(reversed(await self.owners.voices(principal.account_id)))  # newest first
         wanted = mine[(page - 1) * limit : page * limit]
         found = {
             v.id: v async for v in self.services.upstream_client.iter_voices() if v.id in wanted
         }
         voices = [_voice_json(found[v]) for v in wanted if v in found]
-        return ok({"voices": voices, "total": len(mine), "page": page, "limit": limit})
+        return {"voices": voices, "total": len(mine), "page": page, "limit": limit}
 
     async def list_presets(self, request: web.Request) -> web.Response:
         return ok({"voices": await self.services.upstream_client.list_presets()})
