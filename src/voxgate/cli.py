@@ -16,6 +16,7 @@ from voxgate.errors import ConfigError
 from voxgate.gateway.app import create_gateway_app, drain
 from voxgate.gateway.keys_cli import add_keys_command
 from voxgate.gateway.services import Services
+from voxgate.gateway.workers import WorkerInfo, run_workers
 from voxgate.logs import configure_logging
 from voxgate.upstream.engine.accounts import Accounts
 from voxgate.upstream.engine.app import API_PREFIX, create_engine_app
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="accept this key, in-process store (repeatable; VOXGATE_API_KEYS)",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (needs VOXGATE_REDIS_URL above 1)",
+    )
+    serve.add_argument(
         "--help-config",
         action="store_true",
         help="print every setting with its variable and default, then exit",
@@ -110,16 +117,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         api_keys=tuple(args.api_key) if args.api_key else None,
     )
     configure_logging(settings.log_format)
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.workers > 1:
+        return run_workers(settings, args.workers, _serve_gateway)
     asyncio.run(_serve_gateway(settings))
     return 0
 
 
-async def _serve_gateway(settings: Settings) -> None:
-    services = await Services.start(settings)
+async def _serve_gateway(settings: Settings, worker: WorkerInfo | None = None) -> None:
+    services = await Services.start(settings, worker=worker)
     runner = web.AppRunner(create_gateway_app(services), access_log=None)
     try:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=worker is not None
+        ).start()
+        if worker is not None:
+            await web.TCPSite(runner, "127.0.0.1", worker.internal_port).start()
+            if worker.index:
+                await _until_signalled()
+                await drain(services)
+                return
         url = f"http://{'localhost' if settings.host in ('127.0.0.1', '::1') else settings.host}"
         print(
             f"voxgate serve: demo at {url}:{settings.port}/ , realtime WebSocket at "

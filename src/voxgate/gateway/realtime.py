@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -63,7 +62,7 @@ class RealtimeConnection:
         self.settings = services.settings
         self.principal = principal
         self.origin = origin
-        self.session_id = uuid.uuid4().hex
+        self.session_id: str = services.new_session_id()
         self.session: Session | None = None
         self.config: dict[str, Any] = {
             "voice_id": principal.voice_id

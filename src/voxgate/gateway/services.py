@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import aiohttp
 
 from voxgate.config import Settings
 from voxgate.errors import AuthError, LimitExceeded
@@ -28,6 +31,7 @@ from voxgate.gateway.client_tokens import (
 from voxgate.gateway.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
 from voxgate.gateway.metrics import Metrics
 from voxgate.gateway.principal import Principal
+from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
@@ -80,11 +84,13 @@ class Services:
     draining: bool = False
     connections: set[Any] = field(default_factory=set)
     live_sessions: dict[str, Any] = field(default_factory=dict)  # session id -> connection
+    worker: WorkerInfo | None = None
+    _forwarder: aiohttp.ClientSession | None = None
     _sessions_by_key: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Services:
+    async def start(cls, settings: Settings, *, worker: WorkerInfo | None = None) -> Services:
         engine: BackgroundEngine | None = None
         upstream_config = settings.upstream
         if settings.uses_embedded_engine:
@@ -138,6 +144,7 @@ class Services:
             origins=origins,
             metrics=metrics,
             engine=engine,
+            worker=worker,
             _closers=closers,
         )
         await services._configure_keys()
@@ -149,6 +156,18 @@ class Services:
             await keys_from_specs(self.settings.api_keys, self.keys, max_sessions=limit)
         elif not self.settings.redis_url:
             self.dev_api_key, _ = await dev_key(self.keys, max_sessions=limit)
+
+    def new_session_id(self) -> str:
+        session_id = uuid.uuid4().hex
+        return self.worker.tag(session_id) if self.worker else session_id
+
+    @property
+    def forwarder(self) -> aiohttp.ClientSession:
+        """The client that forwards WHEP requests to the worker owning their session."""
+        if self._forwarder is None:
+            self._forwarder = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+            self._closers.insert(0, self._forwarder.close)
+        return self._forwarder
 
     async def aclose(self) -> None:
         for close in self._closers:

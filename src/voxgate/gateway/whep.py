@@ -32,6 +32,7 @@ from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.principal import Principal
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
 from voxgate.gateway.webrtc.track import SessionAudioTrack, TrackOptions
+from voxgate.gateway.workers import forward
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class WhepEndpoint:
 
     async def attach(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
+        forwarded = await self._forward(request, session_id)
+        if forwarded is not None:
+            return forwarded
         principal = await self._authorize(request, session_id)
         connection = self.services.live_sessions.get(session_id)
         if connection is None:
@@ -99,12 +103,18 @@ class WhepEndpoint:
         return self._created(resource)
 
     async def delete(self, request: web.Request) -> web.Response:
+        forwarded = await self._forward(request, request.match_info["resource_id"])
+        if forwarded is not None:
+            return forwarded
         resource = self._resource(request)
         await self._authorize(request, resource.session_id, account_id=resource.account_id)
         await self.close(resource)
         return web.Response(status=200)
 
     async def patch(self, request: web.Request) -> web.Response:
+        forwarded = await self._forward(request, request.match_info["resource_id"])
+        if forwarded is not None:
+            return forwarded
         self._resource(request)
         # Trickle ICE and ICE restarts are not supported: all candidates are in the answer.
         return web.Response(
@@ -125,8 +135,10 @@ class WhepEndpoint:
     ) -> WhepResource:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
         track = SessionAudioTrack(TrackOptions())
+        worker = self.services.worker
+        resource_id = secrets.token_urlsafe(12)
         resource = WhepResource(
-            resource_id=secrets.token_urlsafe(12),
+            resource_id=worker.tag(resource_id) if worker else resource_id,
             session_id=session_id or "",
             account_id=principal.account_id,
             pc=pc,
@@ -249,6 +261,14 @@ class WhepEndpoint:
         if account_id is not None and principal.account_id != account_id:
             raise AuthError("that resource belongs to another account", code="forbidden")
         return principal
+
+    async def _forward(self, request: web.Request, identifier: str) -> web.Response | None:
+        """The owner's answer, when another worker process owns ``identifier``."""
+        worker = self.services.worker
+        owner = worker.owner_of(identifier) if worker else None
+        if worker is None or owner is None:
+            return None
+        return await forward(request, worker, owner, self.services.forwarder)
 
     def _resource(self, request: web.Request) -> WhepResource:
         resource = self.resources.get(request.match_info["resource_id"])
