@@ -92,7 +92,8 @@ async def test_whep_reaches_the_worker_that_owns_the_session(two_workers: str) -
                 http, f"{url}/v1/sessions/{session_id}/whep", await listener.offer(), KEY
             )
             await listener.answer(await answer.text())
-            await wait_for(lambda: listener.pc.connectionState == "connected")
+            pc = listener.pc
+            await wait_for(lambda pc=pc: pc.connectionState == "connected")
             await ws.send_json({"type": "text.append", "text": "Served by my own worker."})
             await ws.send_json({"type": "context.close"})
             await receive_until(ws, "context.done", received, timeout=30)
