@@ -36,6 +36,7 @@ class Listener:
         self.pc.addTransceiver("audio", direction="recvonly")
         self.channel = self.pc.createDataChannel("voxgate") if data_channel else None
         self.frames: list[tuple[float, np.ndarray]] = []
+        self.stamped: list[tuple[int, float]] = []  # (RTP timestamp, RMS)
         self.timestamps: list[int] = []
         self._reader: asyncio.Task[None] | None = None
         self.pc.on("track", self._on_track)
@@ -51,7 +52,10 @@ class Listener:
             except MediaStreamError:
                 return
             self.timestamps.append(frame.pts)
-            self.frames.append((loop.time(), frame.to_ndarray().reshape(-1)))
+            samples = frame.to_ndarray().reshape(-1)
+            self.frames.append((loop.time(), samples))
+            rms = float(np.sqrt(np.mean((samples.astype(np.float32) / 32768) ** 2)))
+            self.stamped.append((frame.pts, rms))
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -156,19 +160,21 @@ async def test_interrupt_silences_webrtc_and_reports_what_was_played(gateway: Ga
         long_text = " ".join(["This sentence plays for a while over the peer connection."] * 5)
         await ws.send_json({"type": "text.append", "text": long_text})
         await ws.send_json({"type": "text.flush"})
-        loop = asyncio.get_running_loop()
         await wait_for(lambda: sum(e > 0.01 for e in listener.energy_since(0)) > 50)  # ~1 s
+        track = gateway.services.live_sessions[session_id].webrtc
         await ws.send_json({"type": "interrupt"})
-        sent = loop.time()
         await receive_until(ws, "interrupted", received)
+        # The track had been told when this message went out: its packets from then on.
+        cut = track.stats.timestamp
         result = received.of("interrupted")[0]
         assert result["heard"] + result["unheard"] == long_text
         assert 800 < result["played_ms"] < 4000
         assert result["heard"].startswith("This sentence")
         await asyncio.sleep(0.5)
-        after = listener.energy_since(sent)
-        # Loopback adds a few ms; beyond the first frames in flight, silence.
-        assert max(after[5:], default=0.0) < 0.003
+        # Within 2 frames of the interrupt, the stream is silent (RTP clock: 960 per frame).
+        later = [rms for pts, rms in listener.stamped if pts > cut + 2 * 960]
+        assert len(later) > 10
+        assert max(later) < 0.003
         await listener.close()
         await ws.close()
 

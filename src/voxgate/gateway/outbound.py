@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from voxgate.codecs.encoded_audio import PacketClock
+from voxgate.codecs.encoded_audio import WRAP, PacketClock
 from voxgate.codecs.encoders import EncodedAudio, Encoder, OutputFormat, make_encoder
 from voxgate.gateway import protocol as p
 
@@ -42,6 +42,9 @@ class ContextStream:
         self.encoder: Encoder = make_encoder(fmt)
         self.media_s = 0.0
         self.started_at: float | None = None  # monotonic time its first audio was sent
+        self.sent_ms = 0.0  # end of its audio the socket has taken, on its timeline
+        self.seq_base = 0  # where this turn's numbering starts: after the previous turn's
+        self.timestamp_base = 0
         # Paced PCM goes out in 20 ms frames, numbered here, so pacing is smooth.
         self._framer = PcmFramer(fmt.sample_rate) if frames else None
 
@@ -85,6 +88,8 @@ class Outbound:
         self._changed = asyncio.Event()
         self._room = asyncio.Event()
         self._streams: dict[str, ContextStream] = {}
+        self._next_seq = 0
+        self._next_timestamp = 0
 
     # -- pump side --------------------------------------------------------------------
 
@@ -155,8 +160,15 @@ class Outbound:
             self._streams.pop(item.context_id, None)
         elif item.media_s is not None:
             stream = self._streams.get(item.context_id)
-            if stream is not None and stream.started_at is None:
-                stream.started_at = time.monotonic() - item.media_s
+            if stream is not None:
+                if stream.started_at is None:
+                    stream.started_at = time.monotonic() - item.media_s
+                stream.sent_ms = item.media_s * 1000 + item.audio_ms
+
+    def sent_ms(self, context_id: str) -> float | None:
+        """How far into a context's audio the socket has taken it; None if not known."""
+        stream = self._streams.get(context_id)
+        return stream.sent_ms if stream is not None else None
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -167,21 +179,27 @@ class Outbound:
             stream = self._streams[context_id] = ContextStream(
                 context_id, self.format, frames=frames
             )
+            stream.seq_base, stream.timestamp_base = self._next_seq, self._next_timestamp
         return stream
 
     def _push_audio(self, stream: ContextStream, chunk_index: int, packet: EncodedAudio) -> None:
         encoding = self.format.encoding
+        # One continuous numbering per socket, whatever the turn: what an RTP bridge needs.
+        seq = (stream.seq_base + packet.seq) % WRAP
+        timestamp = (stream.timestamp_base + packet.timestamp) % WRAP
+        self._next_seq = stream.seq_base + packet.seq + 1
+        self._next_timestamp = stream.timestamp_base + packet.timestamp + packet.ticks
         if self.binary:
             payload: str | bytes = p.pack_audio_frame(
-                encoding, stream.context_id, packet.seq, packet.timestamp, packet.data
+                encoding, stream.context_id, seq, timestamp, packet.data
             )
         else:
             payload = p.encode_server_message(
                 p.AudioMessage(
                     context_id=stream.context_id,
                     chunk_index=chunk_index,
-                    seq=packet.seq,
-                    timestamp=packet.timestamp,
+                    seq=seq,
+                    timestamp=timestamp,
                     offset_ms=stream.media_s * 1000,
                     duration_ms=packet.duration_ms,
                     encoding=encoding,

@@ -81,6 +81,7 @@ class RealtimeConnection:
             self.settings.text_chars_per_second, self.settings.text_burst_chars
         )
         self._acked: dict[str, int] = {}
+        self._cut: set[str] = set()  # contexts interrupted while their audio was being pushed
         self._first_text_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.last_activity = time.monotonic()
@@ -93,6 +94,7 @@ class RealtimeConnection:
         try:
             if self.principal is None:
                 self.principal = await self._authenticate_first_message()
+            self._adopt_token_scope(self.principal)
             with self.services.session_slot(self.principal):
                 await self._send(
                     p.SessionCreated(
@@ -110,6 +112,17 @@ class RealtimeConnection:
         finally:
             self.services.live_sessions.pop(self.session_id, None)
             await self._shutdown()
+
+    def _adopt_token_scope(self, principal: Principal) -> None:
+        """A client token may fix the voice and the session id: start with them."""
+        if principal.voice_id:
+            self.config["voice_id"], self.config["ref_audio"] = principal.voice_id, None
+        if principal.session_id:
+            if principal.session_id in self.services.live_sessions:
+                raise LimitExceeded("that session is already live", code="session_exists")
+            self.services.live_sessions.pop(self.session_id, None)
+            self.session_id = principal.session_id
+            self.services.live_sessions[self.session_id] = self
 
     # -- WebRTC -----------------------------------------------------------------------
 
@@ -156,19 +169,29 @@ class RealtimeConnection:
             if offset < len(data):
                 # The playout buffer is full: wait a frame, the session keeps the rest.
                 await asyncio.sleep(0.02)
-                if self.webrtc is not track or track.readyState != "live":
-                    return
+                if (
+                    self.webrtc is not track
+                    or track.readyState != "live"
+                    or event.context_id in self._cut
+                ):
+                    return  # interrupted meanwhile: the rest of this piece is dropped
 
     async def drain(self, deadline: float) -> None:
         """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""
-        while self.session is not None and self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110 - several conditions, polled
+        while self.session is not None and self._live() and time.monotonic() < deadline:  # noqa: ASYNC110 - several conditions, polled
             await asyncio.sleep(0.05)
         await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
 
+    def _live(self) -> bool:
+        """A turn is under way: a context is open or closing, or audio is still going out."""
+        assert self.session is not None
+        return bool(self.session.active_contexts() or self._busy())
+
     def _busy(self) -> bool:
+        """Audio is being made or sent (an open context waiting for text is idle)."""
         assert self.session is not None
         queued = self.outbound.queued_audio_ms() if self.outbound else 0.0
-        return bool(self.session.pending_events() or self.session.active_contexts() or queued)
+        return bool(self.session.pending_events() or self.session.fetching() or queued)
 
     async def _authenticate_first_message(self) -> Principal:
         try:
@@ -235,13 +258,14 @@ class RealtimeConnection:
             await self._handle(msg.data)
 
     async def _handle(self, data: str) -> None:
-        event_id = None
+        event_id = context_id = None
         try:
             message = p.decode_client_message(data)
             event_id = message.event_id
+            context_id = getattr(message, "context_id", None)
             await self._dispatch(message)
         except VoxgateError as exc:
-            await self._error(exc, event_id=event_id)
+            await self._error(exc, event_id=event_id, context_id=context_id)
 
     async def _dispatch(self, message: p.ClientMessage) -> None:
         match message:
@@ -307,6 +331,7 @@ class RealtimeConnection:
             )
         session = await self._ensure_session()
         session.append(message.text, ctx)
+        self._cut.discard(ctx)  # a new turn on this id may play
         self._first_text_at.setdefault(ctx, time.monotonic())
         if message.seq is not None:
             self._acked[ctx] = message.seq
@@ -314,19 +339,26 @@ class RealtimeConnection:
 
     def _interrupt(self, message: p.Interrupt) -> None:
         session = self._require_session()
-        track = self.webrtc
-        if track is None or message.played_ms is not None:
-            results = session.interrupt(message.context_id, message.played_ms)
-        else:
-            # Over WebRTC the gateway knows what was played: what the track has sent.
-            targets = [message.context_id] if message.context_id else session.active_context_ids()
-            for context_id in targets:
-                track.interrupt(context_id)  # silence within a frame or two
-            results = [session.interrupt(c, track.played_ms(c))[0] for c in targets]
         assert self.outbound is not None
-        for result in results:
+        targets = [message.context_id] if message.context_id else session.active_context_ids()
+        if not targets:
+            raise ProtocolViolation(
+                "no context is playing; nothing to interrupt", code="nothing_to_interrupt"
+            )
+        results = []
+        for context_id in targets:
+            track = self.webrtc
+            if track is not None:
+                # Over WebRTC the gateway knows what went out: what the track has sent.
+                track.interrupt(context_id)  # silence within a frame or two
+                self._cut.add(context_id)
+                delivered: float | None = track.played_ms(context_id)
+            else:
+                delivered = self.outbound.sent_ms(context_id)
+            played = message.played_ms if message.played_ms is not None else delivered
+            results += session.interrupt(context_id, played, delivered)
             # Frames already encoded but not yet written are dropped with the session's.
-            self.outbound.purge(result.context_id)
+            self.outbound.purge(context_id)
         self.services.metrics.interrupts.inc(len(results))
 
     async def _usage(self) -> None:
@@ -399,8 +431,14 @@ class RealtimeConnection:
                             )
                         )
                     case ev.ChunkEnded():
-                        words = [
-                            p.WordOut(w.text, w.start_ms, w.end_ms, w.char_start, w.char_end)
+                        words = [  # on the context's timeline, like the chunk's own times
+                            p.WordOut(
+                                w.text,
+                                event.start_ms + w.start_ms,
+                                event.start_ms + w.end_ms,
+                                w.char_start,
+                                w.char_end,
+                            )
                             for w in event.words
                         ]
                         out.message(
@@ -426,6 +464,7 @@ class RealtimeConnection:
                             )
                         )
                     case ev.ContextDone():
+                        self._acked.pop(event.context_id, None)  # a reused id starts afresh
                         if self.webrtc is not None:
                             self.webrtc.end_of_turn(event.context_id)
                         out.end_of_context(event.context_id, -1)
@@ -437,6 +476,7 @@ class RealtimeConnection:
                             final=True,
                         )
                     case ev.Interrupted():
+                        self._acked.pop(event.context_id, None)
                         if self.webrtc is not None:
                             self.webrtc.interrupt(event.context_id)
                         out.purge(event.context_id)
@@ -518,11 +558,22 @@ class RealtimeConnection:
             await self.ws.send_str(p.encode_server_message(message))
 
     async def _error(
-        self, exc: VoxgateError, *, event_id: str | None = None, fatal: bool = False
+        self,
+        exc: VoxgateError,
+        *,
+        event_id: str | None = None,
+        fatal: bool = False,
+        context_id: str | None = None,
     ) -> None:
         self.services.metrics.errors.labels(exc.code).inc()
         await self._send(
-            p.ErrorOut(event_id=event_id, code=exc.code, message=exc.message, fatal=fatal)
+            p.ErrorOut(
+                event_id=event_id,
+                code=exc.code,
+                message=exc.message,
+                fatal=fatal,
+                context_id=context_id,
+            )
         )
 
     async def _fail(self, close_code: int, exc: VoxgateError) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -88,6 +89,8 @@ class Context:
         self._committed_chars = 0
         self._committed_chunks = 0
         self.done_delivered = False
+        # A context id may be reused for a later turn: the turn id keeps ledger ops apart.
+        self._turn = uuid.uuid4().hex[:8]
         self._task = asyncio.create_task(self._run(), name=f"context-{context_id}")
 
     # -- commands ---------------------------------------------------------------------
@@ -107,12 +110,22 @@ class Context:
         self._set_state(ContextState.CLOSING)
         self._wake.set()
 
+    @property
+    def fetching(self) -> bool:
+        """Chunks are waiting for, or streaming from, the upstream."""
+        return bool(self._jobs or self._waiting)
+
     def report_played(self, played_ms: float) -> None:
         self._played_report = (played_ms, self._session.clock())
         self._wake.set()
 
-    def interrupt(self, played_ms: float | None) -> Interrupted:
-        """Stop at once: nothing more of this context reaches the transport after this call."""
+    def interrupt(self, played_ms: float | None, delivered_ms: float | None = None) -> Interrupted:
+        """Stop at once: nothing more of this context reaches the transport after this call.
+
+        ``delivered_ms`` is where the transport really got to on the context's timeline, when
+        it knows better than "taken from the session" (audio it had taken but not yet
+        written is dropped with the rest, and is neither charged nor counted as heard).
+        """
         if self.state is ContextState.INTERRUPTED or self.done_delivered:
             raise ProtocolViolation(
                 f"context {self.id!r} is {self.state}; nothing to interrupt", code="context_closed"
@@ -122,14 +135,23 @@ class Context:
         for job in self._jobs:
             job.cancel()
         self._session.purge(self.id)
-        delivered_ms = self._ms(sum(c.delivered_bytes for c in self._chunks))
-        played = delivered_ms if played_ms is None else max(0.0, min(played_ms, delivered_ms))
+        if delivered_ms is not None:
+            self._take_back_beyond(delivered_ms)
+        delivered = self._ms(sum(c.delivered_bytes for c in self._chunks))
+        played = delivered if played_ms is None else max(0.0, min(played_ms, delivered))
         heard, unheard = self._split(played)
         self._settle_interrupted()
         event = Interrupted(self.id, heard, unheard + pending, played, self.usage())
         self._session.emit(event)
         self._wake.set()
         return event
+
+    def _take_back_beyond(self, delivered_ms: float) -> None:
+        for chunk in self._chunks:
+            if chunk.start_ms is None or chunk.settled:
+                continue
+            allowed = int(max(0.0, delivered_ms - chunk.start_ms) * self._rate / 1000) * 2
+            chunk.delivered_bytes = min(chunk.delivered_bytes, allowed)
 
     async def aclose(self) -> None:
         """Stop without a word to the transport (the session is closing); settle credits."""
@@ -291,7 +313,7 @@ class Context:
             if not text.strip():
                 continue
             index = len(self._chunks)
-            chunk = _Chunk(index, text, f"{self._session.id}:{self.id}:{index}")
+            chunk = _Chunk(index, text, f"{self._session.id}:{self.id}:{self._turn}:{index}")
             self._chunks.append(chunk)
             self._waiting.append(chunk)
         if released:

@@ -100,7 +100,10 @@ class Session:
         self._context(context_id).report_played(played_ms)
 
     def interrupt(
-        self, context_id: str | None = None, played_ms: float | None = None
+        self,
+        context_id: str | None = None,
+        played_ms: float | None = None,
+        delivered_ms: float | None = None,
     ) -> list[Interrupted]:
         """Barge-in: stop one context, or every active one; returns what each had said.
 
@@ -109,8 +112,12 @@ class Session:
         """
         self._check_open()
         if context_id is not None:
-            return [self._context(context_id).interrupt(played_ms)]
-        return [c.interrupt(played_ms) for c in list(self._contexts.values()) if _active(c)]
+            return [self._context(context_id).interrupt(played_ms, delivered_ms)]
+        return [
+            c.interrupt(played_ms, delivered_ms)
+            for c in list(self._contexts.values())
+            if _active(c)
+        ]
 
     # -- events -----------------------------------------------------------------------
 
@@ -142,6 +149,10 @@ class Session:
 
     def active_context_ids(self) -> list[str]:
         return [c.id for c in self._contexts.values() if _active(c)]
+
+    def fetching(self) -> bool:
+        """Some context has chunks waiting for, or streaming from, the upstream."""
+        return any(c.fetching for c in self._contexts.values())
 
     def active_contexts(self) -> int:
         """Contexts that still have text to speak or events to deliver."""

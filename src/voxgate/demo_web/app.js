@@ -1,0 +1,1171 @@
+/*
+ * The voxgate demo page: text in, live speech out over WebRTC. One ES module, no build step,
+ * nothing loaded from anywhere but the gateway.
+ *
+ *   api     HTTP calls to the gateway (dev token, voices, clone) and its error envelope
+ *   Link    one WebRTC session: WHEP offer/answer, the "voxgate" data channel, its state
+ *   Meter   a Web Audio analyser on the remote track: level, rolling envelope on a canvas
+ *   Turn    one utterance (one context): what was sent, its chunks, its timings
+ *   app     the page itself: controls, figures, errors, settings -> new session
+ *
+ * A session's voice and speed are fixed by its first text, and client tokens are
+ * single-use, so changing them means a new session: hang up, fetch a token, reconnect.
+ * The page does that by itself when the settings change while nothing is playing.
+ *
+ * Tests drive this page in Chromium and read `window.voxgate` (end of this file).
+ */
+
+// -- constants ---------------------------------------------------------------------------
+
+const SOUND_RMS = 0.004; // analyser RMS above this is sound (the gateway's silence is exact zeros)
+const SILENT_RMS = 0.002; // below this is silence...
+const SILENCE_HOLD_MS = 150; // ...once it has lasted this long (a pause between words is shorter)
+const CLOSE_BELOW_MS = 600; // see Turn.readyToClose
+const CLOSE_FALLBACK_MS = 3000;
+const INTERRUPT_WATCHDOG_MS = 3000;
+const ICE_GATHER_MS = 2500;
+const SESSION_TIMEOUT_MS = 10000;
+const SCOPE_SECONDS = 6;
+const MAX_BUFFER_MS = 2000; // the gateway's playout buffer bound, for the buffer bar
+const MAX_CLONE_BASE64 = 12_000_000;
+const LOG_LIMIT = 80;
+
+const LANGUAGE_NAMES = {
+  en: 'English', fr: 'French', es: 'Spanish', pt: 'Portuguese', it: 'Italian',
+  nl: 'Dutch', de: 'German', hi: 'Hindi', ar: 'Arabic',
+};
+
+const SAMPLES = {
+  en: 'Thanks for calling. Your order shipped on Monday and should arrive by Thursday. ' +
+    'If you like, I can also send the tracking link by text message, or read out the ' +
+    'delivery address we have on file so that you can check it.',
+  fr: 'Merci de votre appel. Votre commande est partie lundi et devrait arriver jeudi. ' +
+    'Si vous voulez, je peux aussi vous envoyer le lien de suivi par message.',
+  es: 'Gracias por llamar. Su pedido salió el lunes y debería llegar el jueves. ' +
+    'Si quiere, también puedo enviarle el enlace de seguimiento por mensaje.',
+  pt: 'Obrigado pela chamada. A sua encomenda foi enviada na segunda-feira e deve chegar ' +
+    'na quinta-feira. Se quiser, posso enviar o link de acompanhamento por mensagem.',
+  it: 'Grazie per la chiamata. Il suo ordine è partito lunedì e dovrebbe arrivare giovedì. ' +
+    'Se vuole, posso anche inviarle il link di tracciamento con un messaggio.',
+  nl: 'Bedankt voor uw oproep. Uw bestelling is maandag verzonden en komt donderdag aan. ' +
+    'Als u wilt, stuur ik u ook de link om de zending te volgen.',
+  de: 'Danke für Ihren Anruf. Ihre Bestellung wurde am Montag verschickt und kommt am ' +
+    'Donnerstag an. Wenn Sie möchten, schicke ich Ihnen auch den Link zur Sendungsverfolgung.',
+  hi: 'कॉल करने के लिए धन्यवाद। आपका ऑर्डर सोमवार को भेजा गया था और गुरुवार तक पहुँच जाएगा।',
+  ar: 'شكرا لاتصالك. تم شحن طلبك يوم الاثنين وسيصل يوم الخميس. ' +
+    'إذا أردت، يمكنني أيضا إرسال رابط التتبع في رسالة.',
+};
+
+// What each error code means for the person looking at the page: a title and what to do.
+const PROBLEMS = {
+  unreachable: ['voxgate is not reachable', 'Is `voxgate serve` still running? Reload the page once it is.'],
+  dev_tokens_off: ['Dev tokens are off',
+    'This page needs `voxgate serve` on loopback with no API key configured (or VOXGATE_DEV_TOKENS=on). ' +
+    'In production, your backend mints client tokens with POST /v1/client_tokens.'],
+  insufficient_credits: ['Out of credits', 'The account or this session\'s token cap cannot pay for the text. Add credits with `voxgate keys`, or speak less.'],
+  upstream_unavailable: ['The TTS upstream is down', 'voxgate cannot reach the Voxtral API. Check VOXTRAL_BASE_URL and the network, then try again.'],
+  upstream_timeout: ['The TTS upstream timed out', 'The Voxtral API did not answer in time. Try again in a moment.'],
+  upstream_error: ['The TTS upstream refused the request', 'Check the voice and the text; an unknown voice id ends up here too.'],
+  upstream_stream_error: ['The TTS upstream broke off', 'The audio stream ended early. Try again.'],
+  invalid_token: ['The client token was refused', 'Reconnect to get a fresh token.'],
+  token_used: ['The client token was already used', 'Tokens are single-use: reconnect to get a fresh one.'],
+  token_expired: ['The client token expired', 'Tokens live 60 s: reconnect to get a fresh one.'],
+  origin_not_allowed: ['This page\'s origin is not allowed', 'Open the page at localhost, or add its origin to VOXGATE_ALLOWED_ORIGINS.'],
+  too_many_sessions: ['Too many live sessions', 'Close other tabs of this demo, or wait for their sessions to end.'],
+  draining: ['voxgate is shutting down', 'Reconnect once it is back.'],
+  webrtc_failed: ['The WebRTC connection failed', 'The browser could not reach the gateway over UDP. Across NAT or a firewall, configure a TURN server (VOXGATE_TURN_URL).'],
+  no_data_channel: ['The offer had no data channel', 'This page must create the "voxgate" data channel before its offer.'],
+  bad_sdp: ['The gateway refused the WebRTC offer', ''],
+  voice_limit_reached: ['No room for another voice', 'Delete a saved voice first (20 at most).'],
+  timeout: ['The gateway did not answer', 'Try again; if it persists, look at the gateway\'s log.'],
+  closed: ['The session ended', 'Press Speak or Reconnect to start a new one.'],
+};
+const QUIET_ERRORS = new Set(['unknown_context', 'context_closed']); // races of interrupt and end
+
+// -- HTTP --------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(code, message, status = 0) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+const api = {
+  async call(path, { method = 'GET', body, headers = {} } = {}) {
+    const response = await send(path, { method, body, headers });
+    if (!response.ok) throw await errorOf(response);
+    return (await response.json()).data;
+  },
+  token: () => api.call('/v1/dev/client_token', { method: 'POST' }),
+  voices: () => api.call('/v1/dev/voices'),
+  clone: (fields) => api.call('/v1/dev/voices/clone', {
+    method: 'POST',
+    body: JSON.stringify(fields),
+    headers: { 'Content-Type': 'application/json' },
+  }),
+  /** STUN/TURN servers the gateway advertises (WHEP: `Link: <url>; rel="ice-server"`). */
+  async iceServers() {
+    try {
+      const response = await send('/v1/whep', { method: 'OPTIONS' });
+      return parseIceLinks(response.headers.get('Link') || '');
+    } catch {
+      return []; // host candidates are enough on loopback and on a LAN
+    }
+  },
+};
+
+async function send(path, init) {
+  try {
+    return await fetch(path, { cache: 'no-store', ...init });
+  } catch {
+    throw new ApiError('unreachable', `No answer from ${location.origin}${path}.`);
+  }
+}
+
+/** The gateway's error envelope `{code, error, message}`, or what the status says. */
+async function errorOf(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: a proxy's page, say
+  }
+  return new ApiError(
+    body?.error ?? `http_${response.status}`,
+    body?.message ?? `HTTP ${response.status} ${response.statusText}`,
+    response.status,
+  );
+}
+
+function parseIceLinks(header) {
+  const servers = [];
+  for (const link of header.split(/,\s*(?=<)/)) {
+    const url = /<([^>]+)>/.exec(link)?.[1];
+    const params = Object.fromEntries([...link.matchAll(/;\s*([\w-]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (!url || params.rel !== 'ice-server') continue;
+    servers.push(params.username ? { urls: url, username: params.username, credential: params.credential } : { urls: url });
+  }
+  return servers;
+}
+
+// -- Link: one WebRTC session ------------------------------------------------------------
+
+/**
+ * One session over WHEP: audio on a recvonly transceiver, text on the "voxgate" data channel.
+ * The state lives in `state` and changes only in setState():
+ *   idle -> connecting -> ready -> closed | failed
+ * Events: "state", "peer" (ICE/peer/channel states changed), "track", "message".
+ */
+class Link extends EventTarget {
+  state = 'idle';
+  pc = null;
+  dc = null;
+  stream = null;
+  sessionId = null;
+  token = null; // what /v1/dev/client_token answered: max_credits, balance_available
+  config = null; // the voice and speed this session was opened with
+  error = null;
+  #generation = 0; // bumped by close(): an open() in progress sees it and gives up
+  #waiters = new Set();
+
+  setState(next, error = null) {
+    if (next === this.state) return;
+    console.debug(`voxgate link: ${this.state} -> ${next}`);
+    this.state = next;
+    this.error = error;
+    this.dispatchEvent(new CustomEvent('state', { detail: { state: next, error } }));
+  }
+
+  async open(config) {
+    this.close();
+    const generation = this.#generation;
+    const current = () => generation === this.#generation;
+    this.config = config;
+    this.setState('connecting');
+    try {
+      const [token, iceServers] = await Promise.all([api.token(), api.iceServers()]);
+      if (!current()) return;
+      this.token = token;
+      const pc = new RTCPeerConnection({ iceServers });
+      this.pc = pc;
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      // The data channel must exist before the offer: POST /v1/whep needs its m=application line.
+      this.dc = pc.createDataChannel('voxgate');
+      this.#watch(pc, this.dc);
+      const created = this.#expect('session.created');
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGathered(pc, ICE_GATHER_MS); // no trickle ICE: every candidate goes in the offer
+      if (!current()) return;
+      const response = await send('/v1/whep', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token.token}` },
+        body: pc.localDescription.sdp,
+      });
+      if (response.status !== 201) throw await errorOf(response);
+      const answer = await response.text();
+      if (!current()) return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      this.sessionId = (await created).session_id;
+      const updated = this.#expect('session.updated', 'cfg');
+      const update = { type: 'session.update', event_id: 'cfg', speed: config.speed };
+      if (config.voiceId) update.voice_id = config.voiceId;
+      this.send(update);
+      await updated;
+      if (current()) this.setState('ready');
+    } catch (error) {
+      if (!current()) return;
+      this.#teardown();
+      this.setState('failed', error instanceof ApiError ? error : new ApiError('webrtc_failed', String(error.message ?? error)));
+    }
+  }
+
+  send(message) {
+    if (this.dc?.readyState !== 'open') throw new ApiError('closed', 'The data channel is not open.');
+    this.dc.send(JSON.stringify(message));
+    this.dispatchEvent(new CustomEvent('sent', { detail: message }));
+  }
+
+  /**
+   * Hang up. Closing the peer connection ends the data channel, which ends the session on
+   * the gateway. (A WHEP DELETE would need a credential, and the page's token is spent.)
+   */
+  close() {
+    this.#generation += 1;
+    this.#teardown();
+    if (this.state !== 'idle') this.setState('closed');
+  }
+
+  #teardown() {
+    for (const waiter of this.#waiters) waiter.reject(new ApiError('closed', 'The session closed.'));
+    this.#waiters.clear();
+    if (this.dc) this.dc.onclose = null;
+    this.pc?.close();
+    this.pc = null;
+    this.dc = null;
+    this.sessionId = null;
+    this.dispatchEvent(new Event('peer'));
+  }
+
+  #watch(pc, dc) {
+    const peer = () => this.dispatchEvent(new Event('peer'));
+    pc.addEventListener('connectionstatechange', () => {
+      peer();
+      if (pc === this.pc && pc.connectionState === 'failed') {
+        this.#teardown();
+        this.setState('failed', new ApiError('webrtc_failed', 'ICE/DTLS could not connect the browser to the gateway.'));
+      }
+    });
+    pc.addEventListener('iceconnectionstatechange', peer);
+    pc.addEventListener('track', (event) => {
+      this.stream = event.streams[0] ?? new MediaStream([event.track]);
+      this.dispatchEvent(new CustomEvent('track', { detail: this.stream }));
+    });
+    dc.addEventListener('open', peer);
+    dc.onclose = () => {
+      // The gateway ended the session: idle timeout, shutdown, or a fatal error.
+      peer();
+      if (dc !== this.dc) return;
+      this.#teardown();
+      this.setState('closed');
+    };
+    dc.addEventListener('message', (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return; // the gateway sends JSON only on the data channel
+      }
+      for (const waiter of [...this.#waiters]) waiter.offer(message);
+      this.dispatchEvent(new CustomEvent('message', { detail: message }));
+    });
+  }
+
+  /** Resolves with the next message of `type`; rejects on its error, a fatal error, or time. */
+  #expect(type, eventId = null) {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        offer: (message) => {
+          if (message.type === type) settle(resolve, message);
+          else if (message.type === 'error' && (message.fatal || (eventId && message.event_id === eventId))) {
+            settle(reject, new ApiError(message.code, message.message));
+          }
+        },
+        reject: (error) => settle(reject, error),
+      };
+      const timer = setTimeout(
+        () => waiter.reject(new ApiError('timeout', `No ${type} from the gateway within ${SESSION_TIMEOUT_MS / 1000} s.`)),
+        SESSION_TIMEOUT_MS,
+      );
+      const settle = (fn, value) => {
+        clearTimeout(timer);
+        this.#waiters.delete(waiter);
+        fn(value);
+      };
+      this.#waiters.add(waiter);
+    });
+  }
+}
+
+function iceGathered(pc, limitMs) {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (pc.iceGatheringState !== 'complete') return;
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    // An unreachable STUN server can hold gathering for long: send what we have by then.
+    const timer = setTimeout(() => {
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    }, limitMs);
+    pc.addEventListener('icegatheringstatechange', check);
+    check();
+  });
+}
+
+// -- Meter: what is playing ----------------------------------------------------------------
+
+/**
+ * The level of the remote audio from an AnalyserNode, sampled every animation frame, and a
+ * rolling envelope of the last SCOPE_SECONDS with event marks. The analyser is not connected
+ * to the speakers: the <audio> element plays the stream (Chrome feeds a remote WebRTC stream
+ * to Web Audio only while a media element plays it).
+ */
+class Meter {
+  level = 0;
+  history = []; // [time ms, rms]
+  marks = []; // {at, label, kind}
+  onLevel = () => {};
+
+  constructor(canvas, meterElement) {
+    this.canvas = canvas;
+    this.meterElement = meterElement;
+    this.samples = null;
+    this.context = null;
+    this.analyser = null;
+    this.source = null;
+    requestAnimationFrame(() => this.#frame());
+  }
+
+  attach(stream) {
+    this.context ??= new AudioContext({ latencyHint: 'interactive' });
+    if (!this.analyser) {
+      this.analyser = this.context.createAnalyser();
+      this.analyser.fftSize = 1024; // ~21 ms at 48 kHz: short enough to time the silence
+      this.samples = new Float32Array(this.analyser.fftSize);
+    }
+    this.source?.disconnect();
+    this.source = this.context.createMediaStreamSource(stream);
+    this.source.connect(this.analyser);
+  }
+
+  /** Browsers start audio only after a gesture: call from a click or key handler. */
+  resume() {
+    return this.context?.state === 'suspended' ? this.context.resume() : Promise.resolve();
+  }
+
+  mark(label, kind) {
+    this.marks.push({ at: performance.now(), label, kind });
+  }
+
+  #frame() {
+    const now = performance.now();
+    if (this.analyser) {
+      this.analyser.getFloatTimeDomainData(this.samples);
+      let sum = 0;
+      for (const sample of this.samples) sum += sample * sample;
+      this.level = Math.sqrt(sum / this.samples.length);
+    }
+    this.meterElement.value = Math.min(1, this.level * 3);
+    this.history.push([now, this.level]);
+    const horizon = now - SCOPE_SECONDS * 1000;
+    while (this.history.length && this.history[0][0] < horizon) this.history.shift();
+    this.marks = this.marks.filter((m) => m.at >= horizon);
+    this.onLevel(this.level, now);
+    this.#draw(now);
+    requestAnimationFrame(() => this.#frame());
+  }
+
+  #draw(now) {
+    const { canvas } = this;
+    const ratio = window.devicePixelRatio || 1;
+    const width = Math.round(canvas.clientWidth * ratio);
+    const height = Math.round(canvas.clientHeight * ratio);
+    if (!width || !height) return;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    const g = canvas.getContext('2d');
+    const style = getComputedStyle(canvas);
+    const color = (name) => style.getPropertyValue(name).trim();
+    g.clearRect(0, 0, width, height);
+    const mid = height / 2;
+    const x = (t) => width - ((now - t) / (SCOPE_SECONDS * 1000)) * width;
+
+    g.strokeStyle = color('--scope-grid');
+    g.lineWidth = ratio;
+    g.beginPath();
+    for (let s = 1; s < SCOPE_SECONDS; s += 1) {
+      const gx = Math.round(x(now - s * 1000)) + 0.5;
+      g.moveTo(gx, 0);
+      g.lineTo(gx, height);
+    }
+    g.moveTo(0, mid);
+    g.lineTo(width, mid);
+    g.stroke();
+
+    // The envelope: each frame's RMS as a bar mirrored around the middle line.
+    g.fillStyle = color('--scope-wave');
+    const gain = (height / 2 - 4 * ratio) * 2.6;
+    let previous = null;
+    for (const [t, rms] of this.history) {
+      const px = x(t);
+      const half = Math.max(ratio / 2, Math.min(height / 2 - 2 * ratio, rms * gain));
+      if (previous !== null) g.fillRect(previous, mid - half, Math.max(ratio, px - previous + 0.5), half * 2);
+      previous = px;
+    }
+
+    g.font = `${11 * ratio}px system-ui, sans-serif`;
+    g.textBaseline = 'top';
+    for (const mark of this.marks) {
+      const mx = Math.round(x(mark.at)) + 0.5;
+      g.strokeStyle = color(`--mark-${mark.kind}`);
+      g.fillStyle = g.strokeStyle;
+      g.setLineDash([4 * ratio, 3 * ratio]);
+      g.beginPath();
+      g.moveTo(mx, 0);
+      g.lineTo(mx, height);
+      g.stroke();
+      g.setLineDash([]);
+      const textWidth = g.measureText(mark.label).width;
+      const tx = mx + 4 * ratio + textWidth > width ? mx - 4 * ratio - textWidth : mx + 4 * ratio;
+      g.fillText(mark.label, tx, (mark.kind === 'interrupt' || mark.kind === 'silent' ? 18 : 4) * ratio);
+    }
+  }
+}
+
+// -- Turn: one utterance -----------------------------------------------------------------
+
+class Turn {
+  constructor(contextId, text, mode) {
+    this.contextId = contextId;
+    this.text = text;
+    this.mode = mode; // "speak" or "stream"
+    this.tokens = mode === 'stream' ? (text.match(/\s*\S+/g) ?? []) : [text];
+    this.sentTokens = 0;
+    this.chunks = new Map(); // chunk_index -> {text, state: playing | spoken | failed | cut}
+    this.firstSentAt = null;
+    this.firstChunkAt = null;
+    this.firstSoundAt = null;
+    this.flushedAt = null;
+    this.closed = false;
+    this.interruptAt = null;
+    this.quietSince = null;
+    this.silentAt = null;
+    this.outcome = null; // "done" | "interrupted"
+    this.usage = null;
+    this.heard = null;
+    this.unheard = null;
+  }
+
+  get sentText() {
+    return this.tokens.slice(0, this.sentTokens).join('');
+  }
+
+  get pendingText() {
+    return this.tokens.slice(this.sentTokens).join('');
+  }
+
+  get ttfaMs() {
+    return this.firstSoundAt === null ? null : this.firstSoundAt - this.firstSentAt;
+  }
+
+  get stopMs() {
+    return this.silentAt === null ? null : Math.max(0, this.silentAt - this.interruptAt);
+  }
+
+  /**
+   * Whether to send context.close now. The page ends a turn's text with text.flush, not
+   * context.close, and closes only when the turn's audio is nearly played out: the gateway
+   * answers context.done as soon as the last audio is in its playout buffer (up to 2 s
+   * ahead of the listener), and an interrupt after context.done no longer stops anything.
+   * Closing while CLOSE_BELOW_MS are still queued keeps the playout buffer from counting
+   * the turn's natural end as an underrun. Closing early is harmless: what is queued is
+   * still spoken.
+   */
+  readyToClose(bufferedMs, now) {
+    if (this.closed || this.flushedAt === null || this.outcome || this.interruptAt !== null) return false;
+    const open = [...this.chunks.values()].some((c) => c.state === 'playing');
+    if (this.chunks.size && !open && bufferedMs <= CLOSE_BELOW_MS) return true;
+    return !open && now - this.flushedAt > CLOSE_FALLBACK_MS && bufferedMs <= CLOSE_BELOW_MS;
+  }
+
+  summary() {
+    return {
+      contextId: this.contextId,
+      mode: this.mode,
+      text: this.text,
+      sentText: this.sentText,
+      tokensSent: this.sentTokens,
+      tokensTotal: this.tokens.length,
+      ttfaMs: this.ttfaMs,
+      firstChunkMs: this.firstChunkAt === null ? null : this.firstChunkAt - this.firstSentAt,
+      stopMs: this.stopMs,
+      outcome: this.outcome,
+      heard: this.heard,
+      unheard: this.unheard,
+      usage: this.usage,
+      chunks: [...this.chunks.entries()].map(([index, c]) => ({ index, ...c })),
+    };
+  }
+}
+
+// -- the page ----------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+const ui = Object.fromEntries([
+  'connection', 'connection-label', 'peer-state', 'channel-state', 'session-label', 'reconnect',
+  'alert', 'alert-title', 'alert-message', 'alert-hint', 'alert-close',
+  'turn-state', 'text', 'speak', 'stream', 'interrupt', 'rate', 'rate-value', 'transcript',
+  'outcome', 'outcome-title', 'heard', 'unheard',
+  'scope', 'level', 'ttfa', 'ttfa-note', 'stop', 'stop-note', 'buffer', 'buffer-bar',
+  'underruns', 'underruns-note', 'credits-used', 'credits-note', 'credits-left', 'credits-cap', 'rtp',
+  'language', 'voice', 'variant', 'speed', 'speed-value', 'voice-note',
+  'clone', 'clone-form', 'clone-name', 'clone-language', 'clone-gender', 'clone-file',
+  'clone-submit', 'clone-status', 'log', 'log-count', 'announcer', 'player',
+].map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()), $(id)]));
+
+const link = new Link();
+const meter = new Meter(ui.scope, ui.level);
+const number = new Intl.NumberFormat('en');
+const state = {
+  voices: { presets: [], mine: [] },
+  turn: null,
+  turns: 0, // per session: context ids are never reused (docs/protocol.md, known issue 1)
+  creditsUsed: 0,
+  balance: null,
+  playout: null,
+  pendingReconnect: false,
+  reconnectTimer: null,
+  streamTimer: null,
+  textEdited: false,
+  problemScope: null,
+  rtp: null,
+  playouts: 0,
+};
+
+// -- errors ----------------------------------------------------------------------------------
+
+function showProblem(error, scope = 'general') {
+  const [title, hint] = PROBLEMS[error.code] ?? [`Error: ${error.code}`, ''];
+  ui.alertTitle.textContent = title;
+  ui.alertMessage.textContent = error.message;
+  ui.alertHint.textContent = hint;
+  ui.alertHint.hidden = !hint;
+  ui.alert.dataset.code = error.code;
+  ui.alert.hidden = false;
+  state.problemScope = scope;
+}
+
+function clearProblem(scope) {
+  if (scope && state.problemScope !== scope) return;
+  ui.alert.hidden = true;
+  state.problemScope = null;
+}
+
+// -- connection ------------------------------------------------------------------------------
+
+function wantedConfig() {
+  return { voiceId: selectedVoiceId(), speed: Number(ui.speed.value) };
+}
+
+function sameConfig(a, b) {
+  return a && b && a.voiceId === b.voiceId && a.speed === b.speed;
+}
+
+async function connect() {
+  clearTimeout(state.reconnectTimer);
+  state.pendingReconnect = false;
+  state.turns = 0;
+  state.playout = null;
+  await link.open(wantedConfig());
+}
+
+link.addEventListener('state', ({ detail }) => {
+  const labels = {
+    idle: 'Not connected', connecting: 'Connecting…', ready: 'Connected: ready to speak',
+    closed: 'Disconnected: Speak or Reconnect starts a new session', failed: 'Not connected',
+  };
+  ui.connection.dataset.state = detail.state;
+  ui.connectionLabel.textContent = labels[detail.state];
+  if (detail.state === 'ready') {
+    clearProblem('connection');
+    const token = link.token;
+    state.balance = token.balance_available;
+    ui.creditsCap.textContent = `on the account · session cap ${number.format(token.max_credits)}`;
+    renderCredits();
+    ui.voiceNote.textContent = `Session: ${describeVoice()} at ${link.config.speed.toFixed(2)}×`;
+  }
+  if (detail.state === 'failed') showProblem(detail.error, 'connection');
+  if ((detail.state === 'closed' || detail.state === 'failed') && state.turn && !state.turn.outcome) {
+    endTurn('lost');
+  }
+  renderPeer();
+  renderControls();
+});
+
+link.addEventListener('peer', renderPeer);
+
+link.addEventListener('track', ({ detail: stream }) => {
+  ui.player.srcObject = stream;
+  ui.player.play().catch(() => {
+    // Autoplay without a gesture is blocked: the next Speak click calls play() again.
+  });
+  meter.attach(stream);
+});
+
+link.addEventListener('sent', ({ detail }) => log('→', detail));
+
+link.addEventListener('message', ({ detail: message }) => {
+  if (message.type === 'playout') state.playouts += 1;
+  else log('←', message);
+  handleMessage(message);
+});
+
+function renderPeer() {
+  ui.peerState.textContent = link.pc?.connectionState ?? 'closed';
+  ui.channelState.textContent = link.dc?.readyState ?? 'none';
+  ui.sessionLabel.textContent = link.sessionId ? ` · session ${link.sessionId.slice(0, 8)}` : '';
+}
+
+// -- turns -----------------------------------------------------------------------------------
+
+async function startTurn(mode) {
+  if (state.turn && !state.turn.outcome) return;
+  const text = ui.text.value.trim();
+  if (!text) {
+    showProblem(new ApiError('empty_text', 'Type some text to speak first.'), 'turn');
+    ui.text.focus();
+    return;
+  }
+  // This runs in a click or key handler: the moment to let audio start.
+  ui.player.play().catch(() => {});
+  meter.resume();
+  clearProblem('turn');
+  if (link.state !== 'ready' || !sameConfig(link.config, wantedConfig())) {
+    await connect();
+    if (link.state !== 'ready') return;
+  }
+  state.turns += 1;
+  const turn = new Turn(`turn-${state.turns}`, text, mode);
+  state.turn = turn;
+  ui.outcome.hidden = true;
+  resetTurnFigures();
+  meter.mark(mode === 'stream' ? 'stream' : 'speak', 'start');
+  renderControls();
+  if (mode === 'speak') {
+    sendText(turn);
+    flush(turn);
+  } else {
+    streamTokens(turn);
+  }
+  renderTurn();
+}
+
+function sendText(turn) {
+  const token = turn.tokens[turn.sentTokens];
+  if (turn.firstSentAt === null) turn.firstSentAt = performance.now();
+  link.send({ type: 'text.append', context_id: turn.contextId, text: token });
+  turn.sentTokens += 1;
+}
+
+function flush(turn) {
+  link.send({ type: 'text.flush', context_id: turn.contextId });
+  turn.flushedAt = performance.now();
+}
+
+/** Send the turn's tokens one by one at the rate set by the slider (read at every token). */
+function streamTokens(turn) {
+  const step = () => {
+    if (state.turn !== turn || turn.outcome || turn.interruptAt !== null || link.state !== 'ready') return;
+    sendText(turn);
+    renderTurn();
+    if (turn.sentTokens === turn.tokens.length) {
+      flush(turn);
+      renderControls();
+      return;
+    }
+    state.streamTimer = setTimeout(step, 1000 / Number(ui.rate.value));
+  };
+  step();
+}
+
+function interrupt() {
+  const turn = state.turn;
+  if (!turn || turn.outcome || turn.interruptAt !== null) return;
+  clearTimeout(state.streamTimer);
+  turn.interruptAt = performance.now();
+  meter.mark('interrupt', 'interrupt');
+  try {
+    // No played_ms: over WebRTC the gateway knows what it has sent.
+    link.send({ type: 'interrupt' });
+  } catch (error) {
+    showProblem(error, 'turn');
+  }
+  // The answer is `interrupted`, or `context.done` if the turn had already been closed.
+  setTimeout(() => {
+    if (state.turn === turn && !turn.outcome) endTurn('interrupted');
+  }, INTERRUPT_WATCHDOG_MS);
+  renderControls();
+  renderTurn();
+}
+
+function maybeClose(turn) {
+  const buffered = state.playout?.buffered_ms ?? 0;
+  if (!turn.readyToClose(buffered, performance.now())) return;
+  turn.closed = true;
+  try {
+    link.send({ type: 'context.close', context_id: turn.contextId });
+  } catch {
+    // the session is gone; its state handler ends the turn
+  }
+}
+
+function endTurn(outcome) {
+  const turn = state.turn;
+  if (!turn || turn.outcome) return;
+  turn.outcome = outcome;
+  clearTimeout(state.streamTimer);
+  if (outcome === 'interrupted') {
+    for (const chunk of turn.chunks.values()) if (chunk.state === 'playing') chunk.state = 'cut';
+  }
+  if (turn.usage) state.creditsUsed += turn.usage.characters;
+  try {
+    link.send({ type: 'usage.get' });
+  } catch {
+    // not connected any more
+  }
+  renderCredits();
+  renderTurn();
+  renderFigures();
+  renderControls();
+  const seconds = turn.usage ? `${(turn.usage.audio_ms / 1000).toFixed(1)} s of audio, ` : '';
+  const credits = turn.usage ? `${turn.usage.characters} credits` : 'no credits';
+  const ttfa = turn.ttfaMs === null ? '' : `First audio after ${Math.round(turn.ttfaMs)} ms. `;
+  announce(outcome === 'interrupted'
+    ? `Interrupted. Heard: ${turn.heard ?? 'nothing'}. ${credits}.`
+    : `${ttfa}Turn finished: ${seconds}${credits}.`);
+  if (state.pendingReconnect && link.state === 'ready') scheduleReconnect();
+}
+
+function handleMessage(message) {
+  const turn = state.turn;
+  const mine = turn && message.context_id === turn.contextId;
+  switch (message.type) {
+    case 'playout':
+      state.playout = message;
+      renderFigures();
+      if (turn && !turn.outcome) maybeClose(turn);
+      break;
+    case 'usage':
+      state.balance = message.balance_available;
+      renderCredits();
+      break;
+    case 'chunk.started':
+      if (!mine) break;
+      if (turn.firstChunkAt === null) turn.firstChunkAt = performance.now();
+      turn.chunks.set(message.chunk_index, { text: message.text, state: 'playing' });
+      renderTurn();
+      break;
+    case 'chunk.ended':
+      if (!mine) break;
+      turn.chunks.set(message.chunk_index, { text: message.text, state: 'spoken' });
+      renderTurn();
+      maybeClose(turn);
+      break;
+    case 'chunk.failed':
+      if (!mine) break;
+      turn.chunks.set(message.chunk_index, { text: message.text, state: 'failed', code: message.code });
+      showProblem(new ApiError(message.code, message.message), 'turn');
+      renderTurn();
+      maybeClose(turn);
+      break;
+    case 'context.done':
+      if (!mine) break;
+      turn.usage = message.usage;
+      endTurn('done');
+      break;
+    case 'interrupted':
+      if (!mine) break;
+      turn.usage = message.usage;
+      turn.heard = message.heard;
+      turn.unheard = message.unheard;
+      endTurn('interrupted');
+      break;
+    case 'error':
+      if (QUIET_ERRORS.has(message.code) && !message.fatal) break;
+      showProblem(new ApiError(message.code, message.message), message.fatal ? 'connection' : 'turn');
+      break;
+    default:
+      break;
+  }
+}
+
+/** Called every animation frame with the analyser's RMS: times first sound and silence. */
+meter.onLevel = (rms, now) => {
+  const turn = state.turn;
+  if (!turn || turn.firstSentAt === null) return;
+  if (turn.firstSoundAt === null && turn.interruptAt === null && rms > SOUND_RMS) {
+    turn.firstSoundAt = now;
+    meter.mark(`first audio ${Math.round(turn.ttfaMs)} ms`, 'sound');
+    renderFigures();
+  }
+  if (turn.interruptAt !== null && turn.silentAt === null) {
+    if (rms >= SILENT_RMS) {
+      turn.quietSince = null;
+    } else {
+      turn.quietSince ??= now;
+      if (now - turn.quietSince >= SILENCE_HOLD_MS) {
+        turn.silentAt = turn.quietSince;
+        meter.mark(`silent +${Math.round(turn.stopMs)} ms`, 'silent');
+        renderFigures();
+      }
+    }
+  }
+};
+
+// -- settings -> session -----------------------------------------------------------------------
+
+function onSettingsChanged() {
+  ui.speedValue.textContent = `${Number(ui.speed.value).toFixed(2)}×`;
+  if (sameConfig(link.config, wantedConfig()) && link.state === 'ready') {
+    ui.voiceNote.textContent = `Session: ${describeVoice()} at ${link.config.speed.toFixed(2)}×`;
+    return;
+  }
+  if (state.turn && !state.turn.outcome) {
+    state.pendingReconnect = true;
+    ui.voiceNote.textContent = 'The new voice takes over after this turn';
+    return;
+  }
+  ui.voiceNote.textContent = 'Starting a new session with the new voice…';
+  scheduleReconnect();
+}
+
+function scheduleReconnect() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = setTimeout(connect, 350); // a dragged slider settles first
+}
+
+function selectedVoiceId() {
+  return ui.variant.disabled ? ui.voice.value : ui.variant.value;
+}
+
+function describeVoice() {
+  const voice = ui.voice.selectedOptions[0]?.textContent ?? 'default voice';
+  const style = ui.variant.disabled ? '' : ` (${ui.variant.selectedOptions[0]?.textContent})`;
+  return `${voice.split(' · ')[0]}${style}`;
+}
+
+async function loadVoices() {
+  try {
+    const data = await api.voices();
+    state.voices = { presets: data.presets ?? [], mine: data.mine ?? [] };
+    state.balance = data.balance_available;
+    renderCredits();
+  } catch (error) {
+    showProblem(error, error.code === 'dev_tokens_off' ? 'connection' : 'voices');
+  }
+  renderLanguages();
+}
+
+function renderLanguages() {
+  const { presets, mine } = state.voices;
+  const present = new Set([...presets, ...mine].map((v) => v.language).filter(Boolean));
+  const codes = Object.keys(LANGUAGE_NAMES).filter((c) => present.has(c));
+  const wanted = ui.language.value || (codes.includes('en') ? 'en' : codes[0]);
+  fillSelect(ui.language, codes.map((c) => [c, `${LANGUAGE_NAMES[c]} (${c})`]), wanted);
+  fillSelect(ui.cloneLanguage, Object.entries(LANGUAGE_NAMES).map(([c, n]) => [c, n]), wanted || 'en');
+  if (!codes.length) fillSelect(ui.language, [['', 'Default']], '');
+  renderVoices();
+}
+
+function renderVoices(preferred = null) {
+  const language = ui.language.value;
+  const { presets, mine } = state.voices;
+  const matches = (v) => !language || !v.language || v.language === language;
+  ui.voice.replaceChildren();
+  const groups = [
+    ['Presets', presets.filter(matches), (v) => `${v.name} · ${v.gender ?? 'voice'}`],
+    ['Your cloned voices', mine.filter(matches), (v) => `${v.name} · cloned`],
+  ];
+  for (const [label, voices, text] of groups) {
+    if (!voices.length) continue;
+    const group = document.createElement('optgroup');
+    group.label = label;
+    for (const voice of voices) group.append(new Option(text(voice), voice.id));
+    ui.voice.append(group);
+  }
+  if (!ui.voice.options.length) ui.voice.append(new Option('Default voice', ''));
+  if (preferred) ui.voice.value = preferred;
+  renderVariants();
+}
+
+function renderVariants() {
+  const preset = state.voices.presets.find((p) => p.id === ui.voice.value);
+  const variants = preset?.variants ?? [];
+  fillSelect(ui.variant, variants.length ? variants.map((v) => [v.id, v.emotion]) : [['', 'as recorded']], variants[0]?.id ?? '');
+  ui.variant.disabled = !variants.length;
+}
+
+function fillSelect(select, entries, value) {
+  select.replaceChildren(...entries.map(([v, text]) => new Option(text, v)));
+  if (entries.some(([v]) => v === value)) select.value = value;
+}
+
+function onLanguageChanged() {
+  renderVoices();
+  if (!state.textEdited) ui.text.value = SAMPLES[ui.language.value] ?? SAMPLES.en;
+  ui.cloneLanguage.value = ui.language.value;
+  onSettingsChanged();
+}
+
+// -- cloning -------------------------------------------------------------------------------------
+
+async function cloneVoice(event) {
+  event.preventDefault();
+  const name = ui.cloneName.value.trim();
+  const file = ui.cloneFile.files[0];
+  const status = (text, kind = '') => {
+    ui.cloneStatus.textContent = text;
+    ui.cloneStatus.dataset.kind = kind;
+  };
+  if (!name) {
+    status('Give the voice a name.', 'error');
+    ui.cloneName.focus();
+    return;
+  }
+  if (!file) {
+    status('Choose a recording of 5 to 30 seconds.', 'error');
+    ui.cloneFile.focus();
+    return;
+  }
+  if (Math.ceil(file.size / 3) * 4 > MAX_CLONE_BASE64) {
+    status(`This file is ${(file.size / 1e6).toFixed(1)} MB; the limit is about 9 MB.`, 'error');
+    return;
+  }
+  ui.cloneSubmit.disabled = true;
+  status('Uploading and cloning…', 'busy');
+  try {
+    const fields = { name, ref_audio: await base64Of(file), language: ui.cloneLanguage.value };
+    if (ui.cloneGender.value) fields.gender = ui.cloneGender.value;
+    const voice = await api.clone(fields);
+    state.voices.mine.unshift(voice);
+    ui.language.value = voice.language ?? ui.language.value;
+    renderLanguages();
+    renderVoices(voice.id);
+    status(`Cloned “${voice.name}”: the page now speaks with it.`, 'ok');
+    onSettingsChanged();
+  } catch (error) {
+    const [title] = PROBLEMS[error.code] ?? ['Cannot clone this voice'];
+    status(`${title}: ${error.message}`, 'error');
+  } finally {
+    ui.cloneSubmit.disabled = false;
+  }
+}
+
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(',', 2)[1] ?? '');
+    reader.onerror = () => reject(new ApiError('unreadable_file', 'The browser could not read this file.'));
+    reader.readAsDataURL(file);
+  });
+}
+
+// -- rendering -------------------------------------------------------------------------------
+
+function renderControls() {
+  const turn = state.turn;
+  const busy = Boolean(turn && !turn.outcome);
+  ui.speak.disabled = busy || link.state === 'connecting';
+  ui.stream.disabled = busy || link.state === 'connecting';
+  ui.interrupt.disabled = !busy || turn.interruptAt !== null;
+  ui.reconnect.disabled = link.state === 'connecting';
+  let text = link.state === 'ready' ? 'Ready' : 'Speak starts a session';
+  if (link.state === 'connecting') text = 'Connecting…';
+  if (busy && turn.interruptAt !== null) text = 'Interrupting…';
+  else if (busy && turn.mode === 'stream' && turn.flushedAt === null) {
+    text = `Streaming tokens ${turn.sentTokens}/${turn.tokens.length}…`;
+  } else if (busy) text = 'Speaking…';
+  else if (turn?.outcome === 'done') text = 'Done';
+  else if (turn?.outcome === 'interrupted') text = 'Interrupted';
+  else if (turn?.outcome === 'lost') text = 'Session lost';
+  ui.turnState.textContent = text;
+  ui.turnState.dataset.busy = String(busy);
+}
+
+function renderTurn() {
+  const turn = state.turn;
+  if (!turn) return;
+  const sent = el('span', 'sent', turn.sentText);
+  const pending = el('span', 'pending', turn.pendingText);
+  const text = el('p', 'turn-text', sent, pending);
+  const head = el('p', 'turn-head', `${turn.contextId} · ${turn.mode === 'stream' ? 'streamed' : 'spoken'}`);
+  const chunks = el('ol', 'chunks');
+  const labels = { playing: 'playing', spoken: 'spoken', failed: 'failed', cut: 'cut' };
+  for (const [index, chunk] of [...turn.chunks.entries()].sort((a, b) => a[0] - b[0])) {
+    const badge = el('span', 'chunk-state', chunk.code ? `${labels[chunk.state]}: ${chunk.code}` : labels[chunk.state]);
+    const item = el('li', `chunk ${chunk.state}`, el('span', 'chunk-index', `#${index}`), el('span', 'chunk-text', chunk.text), badge);
+    chunks.append(item);
+  }
+  const parts = [head, text];
+  if (turn.chunks.size) parts.push(el('p', 'chunks-title', 'Chunks synthesised'), chunks);
+  ui.transcript.replaceChildren(...parts);
+  if (turn.outcome === 'interrupted') {
+    ui.outcomeTitle.textContent = 'Interrupted: what the listener heard';
+    ui.heard.textContent = turn.heard ?? '(the gateway did not answer)';
+    ui.unheard.textContent = turn.unheard ?? '';
+    ui.outcome.hidden = false;
+  }
+}
+
+function resetTurnFigures() {
+  ui.ttfa.textContent = '…';
+  ui.stop.textContent = '—';
+  ui.ttfaNote.textContent = 'first text sent → first sound in this tab';
+}
+
+function renderFigures() {
+  const turn = state.turn;
+  if (turn) {
+    if (turn.ttfaMs !== null) ui.ttfa.textContent = `${Math.round(turn.ttfaMs)} ms`;
+    else if (turn.outcome) ui.ttfa.textContent = '—';
+    if (turn.firstChunkAt !== null) {
+      ui.ttfaNote.textContent = `first chunk.started after ${Math.round(turn.firstChunkAt - turn.firstSentAt)} ms`;
+    }
+    if (turn.stopMs !== null) ui.stop.textContent = `${Math.round(turn.stopMs)} ms`;
+    else if (turn.interruptAt !== null) ui.stop.textContent = '…';
+  }
+  const playout = state.playout;
+  if (playout) {
+    ui.buffer.textContent = `${Math.round(playout.buffered_ms)} ms`;
+    ui.bufferBar.style.width = `${Math.min(100, (playout.buffered_ms / MAX_BUFFER_MS) * 100)}%`;
+    ui.underruns.textContent = number.format(playout.underruns_upstream + playout.underruns_gateway);
+    ui.underrunsNote.textContent = `upstream ${playout.underruns_upstream} · gateway ${playout.underruns_gateway} · this session`;
+  }
+}
+
+function renderCredits() {
+  ui.creditsUsed.textContent = number.format(state.creditsUsed);
+  const turn = state.turn;
+  if (turn?.usage) ui.creditsNote.textContent = `last turn ${number.format(turn.usage.characters)} · 1 per character`;
+  ui.creditsLeft.textContent = state.balance === null ? '—' : number.format(state.balance);
+}
+
+function el(tag, className, ...children) {
+  const node = document.createElement(tag);
+  node.className = className;
+  node.append(...children);
+  return node;
+}
+
+function announce(text) {
+  ui.announcer.textContent = '';
+  requestAnimationFrame(() => { ui.announcer.textContent = text; });
+}
+
+const started = performance.now();
+function log(direction, message) {
+  const item = document.createElement('li');
+  const time = ((performance.now() - started) / 1000).toFixed(2).padStart(7);
+  let json = JSON.stringify(message);
+  if (json.length > 320) json = `${json.slice(0, 320)}…`;
+  item.textContent = `${time} ${direction} ${json}`;
+  item.dataset.direction = direction === '→' ? 'out' : 'in';
+  ui.log.prepend(item);
+  while (ui.log.children.length > LOG_LIMIT) ui.log.lastChild.remove();
+  ui.logCount.textContent = `(${state.playouts} playout reports not listed)`;
+}
+
+/** The receiver's RTP statistics once a second: what the network and the jitter buffer see. */
+async function sampleRtp() {
+  const pc = link.pc;
+  if (!pc) return;
+  const stats = await pc.getStats();
+  let inbound = null;
+  stats.forEach((report) => {
+    if (report.type === 'inbound-rtp' && report.kind === 'audio') inbound = report;
+  });
+  if (!inbound) return;
+  const previous = state.rtp;
+  const rate = previous && previous.id === inbound.id
+    ? ((inbound.packetsReceived - previous.packetsReceived) * 1000) / (inbound.timestamp - previous.timestamp)
+    : null;
+  state.rtp = inbound;
+  const buffer = inbound.jitterBufferEmittedCount
+    ? (inbound.jitterBufferDelay / inbound.jitterBufferEmittedCount) * 1000
+    : 0;
+  ui.rtp.textContent = [
+    `RTP in: ${number.format(inbound.packetsReceived)} packets`,
+    rate === null ? null : `${Math.round(rate)}/s`,
+    `${number.format(inbound.packetsLost ?? 0)} lost`,
+    `jitter ${((inbound.jitter ?? 0) * 1000).toFixed(1)} ms`,
+    `jitter buffer ${Math.round(buffer)} ms`,
+  ].filter(Boolean).join(' · ');
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+ui.speak.addEventListener('click', () => startTurn('speak'));
+ui.stream.addEventListener('click', () => startTurn('stream'));
+ui.interrupt.addEventListener('click', interrupt);
+ui.reconnect.addEventListener('click', () => {
+  if (state.turn && !state.turn.outcome) endTurn('lost');
+  connect();
+});
+ui.alertClose.addEventListener('click', () => clearProblem());
+ui.rate.addEventListener('input', () => { ui.rateValue.textContent = `${ui.rate.value} tokens/s`; });
+ui.speed.addEventListener('input', onSettingsChanged);
+ui.language.addEventListener('change', onLanguageChanged);
+ui.voice.addEventListener('change', () => { renderVariants(); onSettingsChanged(); });
+ui.variant.addEventListener('change', onSettingsChanged);
+ui.cloneForm.addEventListener('submit', cloneVoice);
+ui.text.addEventListener('input', () => { state.textEdited = true; });
+ui.text.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    startTurn(event.shiftKey ? 'stream' : 'speak');
+  }
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && state.turn && !state.turn.outcome) {
+    event.preventDefault();
+    interrupt();
+  }
+});
+window.addEventListener('pagehide', () => link.close());
+setInterval(() => sampleRtp().catch(() => {}), 1000);
+
+// For tests and the curious: the live objects, read-only.
+window.voxgate = Object.freeze({
+  get pc() { return link.pc; },
+  get dc() { return link.dc; },
+  get state() { return link.state; },
+  get sessionId() { return link.sessionId; },
+  get level() { return meter.level; },
+  get playout() { return state.playout; },
+  get turn() { return state.turn?.summary() ?? null; },
+  get creditsUsed() { return state.creditsUsed; },
+  get balance() { return state.balance; },
+  hangup: () => link.close(),
+});
+
+ui.text.value = SAMPLES.en;
+renderControls();
+await loadVoices();
+if (state.problemScope !== 'connection') await connect();
+
