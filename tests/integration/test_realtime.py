@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -167,4 +168,52 @@ async def test_realtime_pacing_spreads_audio_over_its_duration(
     assert spread == pytest.approx(audio_s - 0.02, abs=0.15)  # last frame sent 20 ms before end
     sizes = {len(f[4]) for f in received.frames[:-1]}
     assert sizes == {960}  # 20 ms of 24 kHz s16le
+    await ws.close()
+
+
+async def test_a_context_id_can_be_reused_for_the_next_turn(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws = await connect(http, gateway)
+    received = await receive_until(ws, "session.created", Received())
+    await ws.send_json({"type": "session.update", "output_format": {"encoding": "opus"}})
+    for turn, text in enumerate(["First turn here.", "Second turn now."], start=1):
+        await ws.send_json({"type": "text.append", "text": text, "seq": 0})
+        await ws.send_json({"type": "context.close"})
+        await receive_until(ws, "context.done", received, count=turn)
+    done = received.of("context.done")
+    assert [d["usage"]["characters"] for d in done] == [16, 16]
+    assert not received.of("chunk.failed")
+    assert [a["duplicate"] for a in received.of("text.ack")] == [False, False]
+    # One numbering for the whole socket, as an RTP bridge needs it.
+    seqs = [f[2] for f in received.frames]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    stamps = [f[3] for f in received.frames]
+    assert all(b - a == 960 for a, b in itertools.pairwise(stamps))
+    account = (await gateway.services.keys.authenticate(gateway.api_key)).account_id
+    await asyncio.sleep(0.1)
+    assert (await gateway.services.ledger.balance(account)).committed == 32
+    await ws.close()
+
+
+async def test_a_token_can_fix_the_session_id_and_voice(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    paul = "c56da398-a7b5-4a2d-862b-47f252d16d16"
+    minted = await http.post(
+        f"{gateway.url}/v1/client_tokens",
+        json={"session_id": "call-42", "voice_id": paul},
+        headers={"Authorization": f"Bearer {gateway.api_key}"},
+    )
+    token = (await minted.json())["data"]["token"]
+    ws = await http.ws_connect(gateway.ws_url)
+    await ws.send_json({"type": "auth", "token": token})
+    received = await receive_until(ws, "session.created", Received())
+    created = received.of("session.created")[0]
+    assert created["session_id"] == "call-42"
+    assert created["config"]["voice_id"] == paul
+    await ws.send_json({"type": "text.append", "text": "Paul speaks."})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    assert not received.of("error")
     await ws.close()
