@@ -199,7 +199,7 @@ def save_wav(path: str, pcm: bytes, sample_rate: int) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    turn = Turn(f"turn-{uuid.uuid4().hex[:8]}", args.sample_rate)  # a fresh id for every turn
+    turn = Turn(f"turn-{uuid.uuid4().hex[:8]}", args.sample_rate)  # one id per turn, for logs
     headers = {"Authorization": f"Bearer {args.key}"}
     async with (
         aiohttp.ClientSession() as http,
