@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from typing import Any
 
-import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from voxgate.codecs.encoders import OutputFormat
 from voxgate.errors import AuthError, LimitExceeded, ProtocolViolation, VoxgateError
 from voxgate.gateway import protocol as p
+from voxgate.gateway import wire
 from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.principal import Principal
 from voxgate.gateway.ratelimit import TokenBucket
+from voxgate.gateway.session_config import SessionConfig
 from voxgate.gateway.webrtc.track import SessionAudioTrack
 from voxgate.sessions import events as ev
-from voxgate.sessions.options import SessionOptions, VoiceOptions
-from voxgate.sessions.segmenter import SegmenterOptions
 from voxgate.sessions.session import Session, SessionClosed
-from voxgate.upstream.engine.validation import decode_audio_field
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +32,6 @@ SUBPROTOCOL = "voxgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "voxgate.token."
 PLAYOUT_REPORT_S = 0.25
 CLOSE_TRY_AGAIN = 1013  # the client is too slow, or the server is draining
-# Opus and Ogg Opus run on the 48 kHz RTP/Ogg clock (libopus is fed 24 kHz underneath).
-DEFAULT_RATES = {"pcm_s16le": 24000, "mulaw": 8000, "opus": 48000, "ogg_opus": 48000, "mp3": 24000}
 
 
 class _Fatal(Exception):
@@ -64,17 +58,7 @@ class RealtimeConnection:
         self.origin = origin
         self.session_id: str = services.new_session_id()
         self.session: Session | None = None
-        self.config: dict[str, Any] = {
-            "voice_id": principal.voice_id
-            if principal and principal.voice_id
-            else VoiceOptions().voice_id,
-            "ref_audio": None,
-            "speed": 1.0,
-            "output_format": {"encoding": "pcm_s16le", "sample_rate": 24000},
-            "audio_transport": "binary",
-            "pacing": "fast",
-            "segmenter": {},
-        }
+        self.config = SessionConfig(services.settings.max_contexts)
         self.outbound: Outbound | None = None
         self.webrtc: SessionAudioTrack | None = None
         self._text_bucket = TokenBucket(
@@ -101,7 +85,7 @@ class RealtimeConnection:
                         session_id=self.session_id,
                         protocol_version=p.PROTOCOL_VERSION,
                         limits=self._limits(),
-                        config=self._public_config(),
+                        config=self.config.public(),
                     )
                 )
                 await self._read_loop()
@@ -116,7 +100,7 @@ class RealtimeConnection:
     def _adopt_token_scope(self, principal: Principal) -> None:
         """A client token may fix the voice and the session id: start with them."""
         if principal.voice_id:
-            self.config["voice_id"], self.config["ref_audio"] = principal.voice_id, None
+            self.config.use_voice(principal.voice_id)
         if principal.session_id:
             if principal.session_id in self.services.live_sessions:
                 raise LimitExceeded("that session is already live", code="session_exists")
@@ -294,23 +278,8 @@ class RealtimeConnection:
                 "session.update is only allowed before the first text",
                 code="session_already_started",
             )
-        fields = msgspec.structs.asdict(message)
-        fields.pop("event_id")
-        changes = {k: v for k, v in fields.items() if v is not None}
-        if "ref_audio" in changes:
-            decode_audio_field(changes["ref_audio"])  # bad base64 is refused here, not upstream
-            changes["voice_id"] = None
-        elif "voice_id" in changes:
-            changes["ref_audio"] = None
-        for nested in ("output_format", "segmenter"):
-            if nested in changes:
-                spec = msgspec.structs.asdict(changes[nested])
-                changes[nested] = {k: v for k, v in spec.items() if v is not None}
-        candidate = {**self.config, **changes}
-        self._options(candidate)  # validate the whole configuration before taking it
-        self._output_format(candidate)
-        self.config = candidate
-        await self._send(p.SessionUpdated(event_id=message.event_id, config=self._public_config()))
+        self.config.update(message, self._principal())
+        await self._send(p.SessionUpdated(event_id=message.event_id, config=self.config.public()))
 
     async def _append(self, message: p.TextAppend) -> None:
         ctx = message.context_id
@@ -382,17 +351,14 @@ class RealtimeConnection:
                 CLOSE_TRY_AGAIN, VoxgateError("the server is draining; reconnect", code="draining")
             )
         principal = self._principal()
-        fmt = self._output_format(self.config)
         self.outbound = Outbound(
-            fmt,
-            binary=self.config["audio_transport"] == "binary",
-            realtime=self.config["pacing"] == "realtime",
+            self.config.output_format(), binary=self.config.binary, realtime=self.config.realtime
         )
         self.session = Session(
             upstream=self.services.upstream,
             ledger=self.services.ledger,
             account_id=principal.account_id,
-            options=self._options(self.config),
+            options=self.config.options(principal),
             session_id=self.session_id,
             registry=self.services.registry,
             credit_cap=principal.max_credits,
@@ -413,95 +379,41 @@ class RealtimeConnection:
             while True:
                 await out.room()
                 event = await self.session.next_event()
-                match event:
-                    case ev.AudioOut():
-                        metrics.audio_seconds.inc(event.duration_ms / 1000)
-                        if self.webrtc is not None:
-                            self._first_audio(event.context_id)
-                            await self._push_webrtc(self.webrtc, event)
-                        else:
-                            out.audio(event.context_id, event.chunk_index, event.pcm)
-                    case ev.ChunkStarted():
-                        out.message(
-                            p.ChunkStartedOut(
-                                context_id=event.context_id,
-                                chunk_index=event.chunk_index,
-                                text=event.text,
-                                start_ms=event.start_ms,
-                            )
-                        )
-                    case ev.ChunkEnded():
-                        words = [  # on the context's timeline, like the chunk's own times
-                            p.WordOut(
-                                w.text,
-                                event.start_ms + w.start_ms,
-                                event.start_ms + w.end_ms,
-                                w.char_start,
-                                w.char_end,
-                            )
-                            for w in event.words
-                        ]
-                        out.message(
-                            p.ChunkEndedOut(
-                                context_id=event.context_id,
-                                chunk_index=event.chunk_index,
-                                text=event.text,
-                                start_ms=event.start_ms,
-                                end_ms=event.end_ms,
-                                words=words,
-                            )
-                        )
-                    case ev.ChunkFailed():
-                        metrics.errors.labels(event.code).inc()
-                        out.message(
-                            p.ChunkFailedOut(
-                                context_id=event.context_id,
-                                chunk_index=event.chunk_index,
-                                text=event.text,
-                                code=event.code,
-                                message=event.message,
-                                partial=event.partial,
-                            )
-                        )
-                    case ev.ContextDone():
-                        self._acked.pop(event.context_id, None)  # a reused id starts afresh
-                        if self.webrtc is not None:
-                            self.webrtc.end_of_turn(event.context_id)
-                        out.end_of_context(event.context_id, -1)
-                        metrics.credits_committed.inc(event.usage.characters)
-                        out.message(
-                            p.ContextDoneOut(
-                                context_id=event.context_id, usage=_usage(event.usage)
-                            ),
-                            final=True,
-                        )
-                    case ev.Interrupted():
-                        self._acked.pop(event.context_id, None)
-                        if self.webrtc is not None:
-                            self.webrtc.interrupt(event.context_id)
-                        out.purge(event.context_id)
-                        out.message(
-                            p.InterruptedOut(
-                                context_id=event.context_id,
-                                heard=event.heard,
-                                unheard=event.unheard,
-                                played_ms=event.played_ms,
-                                usage=_usage(event.usage),
-                            ),
-                            final=True,
-                        )
-                    case ev.SessionError():
-                        metrics.errors.labels(event.code).inc()
-                        out.message(
-                            p.ErrorOut(
-                                code=event.code,
-                                message=event.message,
-                                fatal=event.fatal,
-                                context_id=event.context_id,
-                            )
-                        )
+                if isinstance(event, ev.AudioOut):
+                    await self._audio(event)
+                    continue
+                final = isinstance(event, ev.ContextDone | ev.Interrupted)
+                if isinstance(event, ev.ContextDone | ev.Interrupted):
+                    self._finish_context(event)
+                if isinstance(event, ev.ChunkFailed | ev.SessionError):
+                    metrics.errors.labels(event.code).inc()
+                if isinstance(event, ev.ContextDone):
+                    metrics.credits_committed.inc(event.usage.characters)
+                out.message(wire.message_for(event), final=final)
         except SessionClosed:
             pass
+
+    async def _audio(self, event: ev.AudioOut) -> None:
+        assert self.outbound is not None
+        self.services.metrics.audio_seconds.inc(event.duration_ms / 1000)
+        if self.webrtc is not None:
+            self._first_audio(event.context_id)
+            await self._push_webrtc(self.webrtc, event)
+        else:
+            self.outbound.audio(event.context_id, event.chunk_index, event.pcm)
+
+    def _finish_context(self, event: ev.ContextDone | ev.Interrupted) -> None:
+        assert self.outbound is not None
+        context_id = event.context_id
+        self._acked.pop(context_id, None)  # a reused id starts afresh
+        if isinstance(event, ev.ContextDone):
+            if self.webrtc is not None:
+                self.webrtc.end_of_turn(context_id)
+            self.outbound.end_of_context(context_id, -1)
+        else:
+            if self.webrtc is not None:
+                self.webrtc.interrupt(context_id)
+            self.outbound.purge(context_id)
 
     async def _sender(self) -> None:
         assert self.outbound is not None
@@ -596,33 +508,7 @@ class RealtimeConnection:
         if self.session is not None:
             await self.session.aclose()
 
-    # -- configuration ----------------------------------------------------------------
-
-    def _options(self, config: dict[str, Any]) -> SessionOptions:
-        principal = self._principal()
-        if principal.voice_id and config.get("voice_id") != principal.voice_id:
-            raise AuthError(
-                f"this token may only use voice {principal.voice_id}", code="voice_not_allowed"
-            )
-        voice = VoiceOptions(
-            voice_id=config["voice_id"], ref_audio=config["ref_audio"], speed=config["speed"]
-        )
-        segmenter = dataclasses.replace(SegmenterOptions(), **config["segmenter"])
-        return SessionOptions(
-            voice=voice, segmenter=segmenter, max_contexts=self.settings.max_contexts
-        )
-
-    def _output_format(self, config: dict[str, Any]) -> OutputFormat:
-        spec = config["output_format"]
-        encoding = spec.get("encoding", "pcm_s16le")
-        rate = spec.get("sample_rate") or DEFAULT_RATES[encoding]
-        return OutputFormat(encoding, rate, spec.get("bitrate"), spec.get("complexity"))
-
-    def _public_config(self) -> dict[str, Any]:
-        config = dict(self.config)
-        if config.get("ref_audio"):
-            config["ref_audio"] = f"<{len(config['ref_audio'])} base64 characters>"
-        return config
+    # -- helpers --------------------------------------------------------------------
 
     def _limits(self) -> p.Limits:
         s = self.settings
@@ -644,7 +530,3 @@ class RealtimeConnection:
         if self.session is None:
             raise ProtocolViolation("no text has been sent yet", code="unknown_context")
         return self.session
-
-
-def _usage(usage: ev.Usage) -> p.UsageOut:
-    return p.UsageOut(characters=usage.characters, audio_ms=usage.audio_ms, chunks=usage.chunks)
