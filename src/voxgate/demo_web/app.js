@@ -29,6 +29,7 @@ const SCOPE_SECONDS = 6;
 const MAX_BUFFER_MS = 2000; // the gateway's playout buffer bound, for the buffer bar
 const MAX_CLONE_BASE64 = 12_000_000;
 const LOG_LIMIT = 80;
+const MARK_ROWS = ['start', 'sound', 'interrupt', 'silent'];
 
 const LANGUAGE_NAMES = {
   en: 'English', fr: 'French', es: 'Spanish', pt: 'Portuguese', it: 'Italian',
@@ -80,7 +81,7 @@ const PROBLEMS = {
   timeout: ['The gateway did not answer', 'Try again; if it persists, look at the gateway\'s log.'],
   closed: ['The session ended', 'Press Speak or Reconnect to start a new one.'],
 };
-const QUIET_ERRORS = new Set(['unknown_context', 'context_closed']); // races of interrupt and end
+const QUIET_ERRORS = new Set(['unknown_context', 'context_closed', 'nothing_to_interrupt']); // an interrupt racing the end of its turn
 
 // -- HTTP --------------------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class Link extends EventTarget {
       this.dc = pc.createDataChannel('voxgate');
       this.#watch(pc, this.dc);
       const created = this.#expect('session.created');
+      created.catch(() => {}); // awaited below; a failure before that must not go unhandled
       await pc.setLocalDescription(await pc.createOffer());
       await iceGathered(pc, ICE_GATHER_MS); // no trickle ICE: every candidate goes in the offer
       if (!current()) return;
@@ -209,6 +211,7 @@ class Link extends EventTarget {
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
       this.sessionId = (await created).session_id;
       const updated = this.#expect('session.updated', 'cfg');
+      updated.catch(() => {});
       const update = { type: 'session.update', event_id: 'cfg', speed: config.speed };
       if (config.voiceId) update.voice_id = config.voiceId;
       this.send(update);
@@ -441,9 +444,14 @@ class Meter {
       g.lineTo(mx, height);
       g.stroke();
       g.setLineDash([]);
+      // Each kind of mark has its own text row, so that close marks do not overwrite each other.
       const textWidth = g.measureText(mark.label).width;
       const tx = mx + 4 * ratio + textWidth > width ? mx - 4 * ratio - textWidth : mx + 4 * ratio;
-      g.fillText(mark.label, tx, (mark.kind === 'interrupt' || mark.kind === 'silent' ? 18 : 4) * ratio);
+      const ty = (4 + 15 * MARK_ROWS.indexOf(mark.kind)) * ratio;
+      g.fillStyle = color('--scope-label-bg'); // keeps a label readable over the envelope
+      g.fillRect(tx - 2 * ratio, ty - ratio, textWidth + 4 * ratio, 14 * ratio);
+      g.fillStyle = g.strokeStyle;
+      g.fillText(mark.label, tx, ty);
     }
   }
 }
@@ -457,7 +465,7 @@ class Turn {
     this.mode = mode; // "speak" or "stream"
     this.tokens = mode === 'stream' ? (text.match(/\s*\S+/g) ?? []) : [text];
     this.sentTokens = 0;
-    this.chunks = new Map(); // chunk_index -> {text, state: playing | spoken | failed | cut}
+    this.chunks = new Map(); // chunk_index -> {text, state: playing | sent | failed, code?}
     this.firstSentAt = null;
     this.firstChunkAt = null;
     this.firstSoundAt = null;
@@ -546,7 +554,8 @@ const state = {
   voices: { presets: [], mine: [] },
   turn: null,
   turns: 0, // per session: context ids are never reused (docs/protocol.md, known issue 1)
-  creditsUsed: 0,
+  creditsPast: 0, // charged in this page's earlier sessions
+  session: { characters: 0, held: 0 }, // the current session's, from its last `usage`
   balance: null,
   playout: null,
   pendingReconnect: false,
@@ -592,16 +601,23 @@ async function connect() {
   state.pendingReconnect = false;
   state.turns = 0;
   state.playout = null;
+  state.creditsPast += state.session.characters;
+  state.session = { characters: 0, held: 0 };
   await link.open(wantedConfig());
 }
 
-link.addEventListener('state', ({ detail }) => {
+function renderConnection() {
   const labels = {
     idle: 'Not connected', connecting: 'Connecting…', ready: 'Connected: ready to speak',
     closed: 'Disconnected: Speak or Reconnect starts a new session', failed: 'Not connected',
   };
-  ui.connection.dataset.state = detail.state;
-  ui.connectionLabel.textContent = labels[detail.state];
+  ui.connection.dataset.state = link.state;
+  ui.connectionLabel.textContent = labels[link.state];
+  renderPeer();
+}
+
+link.addEventListener('state', ({ detail }) => {
+  renderConnection();
   if (detail.state === 'ready') {
     clearProblem('connection');
     const token = link.token;
@@ -614,7 +630,6 @@ link.addEventListener('state', ({ detail }) => {
   if ((detail.state === 'closed' || detail.state === 'failed') && state.turn && !state.turn.outcome) {
     endTurn('lost');
   }
-  renderPeer();
   renderControls();
 });
 
@@ -694,6 +709,7 @@ function streamTokens(turn) {
     if (state.turn !== turn || turn.outcome || turn.interruptAt !== null || link.state !== 'ready') return;
     sendText(turn);
     renderTurn();
+    renderControls();
     if (turn.sentTokens === turn.tokens.length) {
       flush(turn);
       renderControls();
@@ -724,6 +740,10 @@ function interrupt() {
   renderTurn();
 }
 
+/**
+ * Called on each `playout` report only: one that arrives after a chunk event was measured
+ * after it (both share the data channel, in order), so its buffered_ms includes that audio.
+ */
 function maybeClose(turn) {
   const buffered = state.playout?.buffered_ms ?? 0;
   if (!turn.readyToClose(buffered, performance.now())) return;
@@ -740,15 +760,7 @@ function endTurn(outcome) {
   if (!turn || turn.outcome) return;
   turn.outcome = outcome;
   clearTimeout(state.streamTimer);
-  if (outcome === 'interrupted') {
-    for (const chunk of turn.chunks.values()) if (chunk.state === 'playing') chunk.state = 'cut';
-  }
-  if (turn.usage) state.creditsUsed += turn.usage.characters;
-  try {
-    link.send({ type: 'usage.get' });
-  } catch {
-    // not connected any more
-  }
+  askUsage();
   renderCredits();
   renderTurn();
   renderFigures();
@@ -762,6 +774,16 @@ function endTurn(outcome) {
   if (state.pendingReconnect && link.state === 'ready') scheduleReconnect();
 }
 
+/** Credits move when a chunk starts (held) and ends (charged): ask for the figures then. */
+function askUsage() {
+  if (link.state !== 'ready') return;
+  try {
+    link.send({ type: 'usage.get' });
+  } catch {
+    // the session just ended
+  }
+}
+
 function handleMessage(message) {
   const turn = state.turn;
   const mine = turn && message.context_id === turn.contextId;
@@ -773,6 +795,7 @@ function handleMessage(message) {
       break;
     case 'usage':
       state.balance = message.balance_available;
+      state.session = { characters: message.session_characters, held: message.session_held };
       renderCredits();
       break;
     case 'chunk.started':
@@ -780,19 +803,19 @@ function handleMessage(message) {
       if (turn.firstChunkAt === null) turn.firstChunkAt = performance.now();
       turn.chunks.set(message.chunk_index, { text: message.text, state: 'playing' });
       renderTurn();
+      askUsage();
       break;
     case 'chunk.ended':
       if (!mine) break;
-      turn.chunks.set(message.chunk_index, { text: message.text, state: 'spoken' });
+      turn.chunks.set(message.chunk_index, { text: message.text, state: 'sent' });
       renderTurn();
-      maybeClose(turn);
+      askUsage();
       break;
     case 'chunk.failed':
       if (!mine) break;
       turn.chunks.set(message.chunk_index, { text: message.text, state: 'failed', code: message.code });
       showProblem(new ApiError(message.code, message.message), 'turn');
       renderTurn();
-      maybeClose(turn);
       break;
     case 'context.done':
       if (!mine) break;
@@ -848,10 +871,10 @@ function onSettingsChanged() {
   }
   if (state.turn && !state.turn.outcome) {
     state.pendingReconnect = true;
-    ui.voiceNote.textContent = 'The new voice takes over after this turn';
+    ui.voiceNote.textContent = 'The new settings take over after this turn';
     return;
   }
-  ui.voiceNote.textContent = 'Starting a new session with the new voice…';
+  ui.voiceNote.textContent = 'Starting a new session with the new settings…';
   scheduleReconnect();
 }
 
@@ -877,7 +900,8 @@ async function loadVoices() {
     state.balance = data.balance_available;
     renderCredits();
   } catch (error) {
-    showProblem(error, error.code === 'dev_tokens_off' ? 'connection' : 'voices');
+    if (error.code === 'dev_tokens_off') showProblem(error, 'connection');
+    else showProblem(new ApiError(error.code, `Cannot list the voices: ${error.message}`), 'voices');
   }
   renderLanguages();
 }
@@ -970,7 +994,9 @@ async function cloneVoice(event) {
     status(`Cloned “${voice.name}”: the page now speaks with it.`, 'ok');
     onSettingsChanged();
   } catch (error) {
-    const [title] = PROBLEMS[error.code] ?? ['Cannot clone this voice'];
+    // The gateway's own problems have their titles; anything else is about the recording.
+    const own = ['unreachable', 'dev_tokens_off', 'upstream_unavailable', 'upstream_timeout', 'voice_limit_reached'];
+    const title = own.includes(error.code) ? PROBLEMS[error.code][0] : 'Cannot clone from this recording';
     status(`${title}: ${error.message}`, 'error');
   } finally {
     ui.cloneSubmit.disabled = false;
@@ -1016,13 +1042,11 @@ function renderTurn() {
   const text = el('p', 'turn-text', sent, pending);
   const head = el('p', 'turn-head', `${turn.contextId} · ${turn.mode === 'stream' ? 'streamed' : 'spoken'}`);
   const chunks = el('ol', 'chunks');
-  const labels = { playing: 'playing', spoken: 'spoken', failed: 'failed', cut: 'cut' };
-  for (const [index, chunk] of [...turn.chunks.entries()].sort((a, b) => a[0] - b[0])) {
-    const badge = el('span', 'chunk-state', chunk.code ? `${labels[chunk.state]}: ${chunk.code}` : labels[chunk.state]);
-    const item = el('li', `chunk ${chunk.state}`, el('span', 'chunk-index', `#${index}`), el('span', 'chunk-text', chunk.text), badge);
-    chunks.append(item);
+  for (const { index, text: chunkText, shown, label } of chunkViews(turn)) {
+    const badge = el('span', 'chunk-state', label);
+    chunks.append(el('li', `chunk ${shown}`, el('span', 'chunk-index', `#${index}`), el('span', 'chunk-text', chunkText), badge));
   }
-  const parts = [head, text];
+  const parts = turn.mode === 'stream' ? [head, text] : [head];
   if (turn.chunks.size) parts.push(el('p', 'chunks-title', 'Chunks synthesised'), chunks);
   ui.transcript.replaceChildren(...parts);
   if (turn.outcome === 'interrupted') {
@@ -1033,10 +1057,31 @@ function renderTurn() {
   }
 }
 
+/**
+ * How to show each chunk. While the turn runs: sending (chunk.started) or sent (chunk.ended:
+ * all its audio is in the gateway's playout buffer, not yet heard). After an interrupt, the
+ * chunks' texts, in order, are `heard` + `unheard`: each chunk was heard, cut, or not heard.
+ */
+function chunkViews(turn) {
+  const heardLength = turn.outcome === 'interrupted' && turn.heard !== null ? turn.heard.length : null;
+  let offset = 0;
+  return [...turn.chunks.entries()].sort((a, b) => a[0] - b[0]).map(([index, chunk]) => {
+    const start = offset;
+    offset += chunk.text.length;
+    let shown = chunk.state === 'playing' ? 'sending' : chunk.state;
+    if (chunk.state === 'failed') shown = 'failed';
+    else if (heardLength !== null) shown = offset <= heardLength ? 'heard' : start >= heardLength ? 'unheard' : 'cut';
+    else if (turn.outcome === 'done') shown = 'spoken';
+    const labels = { sending: 'sending', sent: 'sent', spoken: 'spoken', heard: 'heard', cut: 'cut', unheard: 'not heard', failed: 'failed' };
+    const label = chunk.code ? `${labels[shown]}: ${chunk.code}` : labels[shown];
+    return { index, text: chunk.text, shown, label };
+  });
+}
+
 function resetTurnFigures() {
   ui.ttfa.textContent = '…';
-  ui.stop.textContent = '—';
   ui.ttfaNote.textContent = 'first text sent → first sound in this tab';
+  // The interrupt figure stays: it is the last interrupt's until the next one.
 }
 
 function renderFigures() {
@@ -1059,10 +1104,18 @@ function renderFigures() {
   }
 }
 
+function creditsUsed() {
+  return state.creditsPast + state.session.characters;
+}
+
 function renderCredits() {
-  ui.creditsUsed.textContent = number.format(state.creditsUsed);
+  ui.creditsUsed.textContent = number.format(creditsUsed());
   const turn = state.turn;
-  if (turn?.usage) ui.creditsNote.textContent = `last turn ${number.format(turn.usage.characters)} · 1 per character`;
+  const notes = [];
+  if (state.session.held) notes.push(`${number.format(state.session.held)} held for chunks in flight`);
+  else if (turn?.usage) notes.push(`last turn ${number.format(turn.usage.characters)}`);
+  notes.push('1 per character spoken');
+  ui.creditsNote.textContent = notes.join(' · ');
   ui.creditsLeft.textContent = state.balance === null ? '—' : number.format(state.balance);
 }
 
@@ -1159,12 +1212,13 @@ window.voxgate = Object.freeze({
   get level() { return meter.level; },
   get playout() { return state.playout; },
   get turn() { return state.turn?.summary() ?? null; },
-  get creditsUsed() { return state.creditsUsed; },
+  get creditsUsed() { return creditsUsed(); },
   get balance() { return state.balance; },
   hangup: () => link.close(),
 });
 
 ui.text.value = SAMPLES.en;
+renderConnection();
 renderControls();
 await loadVoices();
 if (state.problemScope !== 'connection') await connect();
