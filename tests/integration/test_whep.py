@@ -170,6 +170,8 @@ async def test_interrupt_silences_webrtc_and_reports_what_was_played(gateway: Ga
         assert result["heard"] + result["unheard"] == long_text
         assert 800 < result["played_ms"] < 4000
         assert result["heard"].startswith("This sentence")
+        # Charged: what the track sent (what was heard), not what synthesis had ready.
+        assert result["usage"]["characters"] <= len(result["heard"].strip()) + 10
         await asyncio.sleep(0.5)
         # Within 2 frames of the interrupt, the stream is silent (RTP clock: 960 per frame).
         later = [rms for pts, rms in listener.stamped if pts > cut + 2 * 960]

@@ -10,6 +10,7 @@ configured); in production the app's own backend mints tokens with its API key.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from typing import Any
 
 import orjson
@@ -20,7 +21,8 @@ from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.principal import Principal
 
 _LOOPBACK = ("127.0.0.1", "::1")
-_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_ASSET_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.(js|css|html)$")
 _MAX_TOKEN_CREDITS = 20_000
 
 
@@ -44,7 +46,7 @@ class DemoPage:
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in _ASSETS:
+        if not _ASSET_NAME.match(name) or not self._files.joinpath(name).is_file():
             raise web.HTTPNotFound()
         return self._serve(name)
 
@@ -55,12 +57,18 @@ class DemoPage:
         session_id = body.get("session_id")
         if session_id is not None and not isinstance(session_id, str):
             raise InvalidInput("session_id must be a string", code="invalid_session_id")
+        max_credits = body.get("max_credits", _MAX_TOKEN_CREDITS)
+        if (
+            isinstance(max_credits, bool)
+            or not isinstance(max_credits, int)
+            or not 1 <= max_credits <= _MAX_TOKEN_CREDITS
+        ):
+            raise InvalidInput(
+                f"max_credits must be an integer from 1 to {_MAX_TOKEN_CREDITS}",
+                code="invalid_max_credits",
+            )
         token, claims = await self.services.tokens.mint(
-            key,
-            voice_id=None,
-            max_credits=_MAX_TOKEN_CREDITS,
-            ttl_s=60.0,
-            session_id=session_id,
+            key, voice_id=None, max_credits=max_credits, ttl_s=60.0, session_id=session_id
         )
         balance = await self.services.ledger.balance(principal.account_id)
         return ok(
@@ -101,7 +109,9 @@ class DemoPage:
     def _serve(self, name: str) -> web.Response:
         data = self._files.joinpath(name).read_bytes()
         return web.Response(
-            body=data, content_type=_ASSETS[name], headers={"Cache-Control": "no-cache"}
+            body=data,
+            content_type=_TYPES[name[name.rindex(".") :]],
+            headers={"Cache-Control": "no-cache"},
         )
 
 

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "voxgate.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "voxgate.token."
 PLAYOUT_REPORT_S = 0.25
+# Audio a WebRTC track may hold ahead of playback: enough to ride out the upstream's bursts.
+WEBRTC_LEAD_MS = 400
 CLOSE_TRY_AGAIN = 1013  # the client is too slow, or the server is draining
 
 
@@ -137,6 +139,24 @@ class RealtimeConnection:
     def detach_webrtc(self, track: SessionAudioTrack) -> None:
         if self.webrtc is track:
             self.webrtc = None
+
+    async def _track_room(self, track: SessionAudioTrack) -> None:
+        """Until the track holds less than ``WEBRTC_LEAD_MS`` of unplayed audio.
+
+        The rest stays in the Session: not yet delivered, so neither charged nor counted as
+        heard, and a barge-in still finds the context live until its audio has nearly
+        played out (``context.done`` comes when the last of it is about to play).
+        """
+        playout = track.options.playout
+        capacity = playout.max_buffer_ms * playout.sample_rate // 1000 * 2
+        lead_bytes = WEBRTC_LEAD_MS * playout.sample_rate // 1000 * 2
+        # Polled once a frame: the track drains on the media clock, no event to wait on.
+        while (  # noqa: ASYNC110
+            self.webrtc is track
+            and track.readyState == "live"
+            and capacity - track.room_bytes > lead_bytes
+        ):
+            await asyncio.sleep(playout.frame_ms / 1000)
 
     async def socket_closed(self) -> None:
         """The transport went away underneath (a WebRTC peer closed its data channel)."""
@@ -378,6 +398,8 @@ class RealtimeConnection:
         try:
             while True:
                 await out.room()
+                if self.webrtc is not None:
+                    await self._track_room(self.webrtc)
                 event = await self.session.next_event()
                 if isinstance(event, ev.AudioOut):
                     await self._audio(event)

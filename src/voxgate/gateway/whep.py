@@ -107,7 +107,10 @@ class WhepEndpoint:
         if forwarded is not None:
             return forwarded
         resource = self._resource(request)
-        await self._authorize(request, resource.session_id, account_id=resource.account_id)
+        if "Authorization" in request.headers:
+            await self._authorize(request, resource.session_id, account_id=resource.account_id)
+        # Without credentials, the resource URL itself (96 random bits, handed only to the
+        # peer that negotiated it) is the capability: a browser's token is spent by then.
         await self.close(resource)
         return web.Response(status=200)
 

@@ -2,23 +2,32 @@
 
 A timer per stream costs a task wake-up, a heap operation and a selector pass per stream
 per frame, and N timers drift apart so N streams wake the loop N times per period. One
-task that sleeps until ``origin + k * period`` on ``time.monotonic()`` and then calls each
-stream's ``tick(now)`` does the same work with one wake-up per period.
+task that sleeps until the next due time on ``time.monotonic()`` and then calls each
+stream's ``tick(now)`` does the same work with a fixed number of wake-ups per period.
 
-**The grid.** Tick ``k`` is due at ``origin + k * period``; the origin is fixed when the
-clock is made and never moves, even while the clock idles with no streams, so a stream can
-align its own schedule with :meth:`MediaClock.next_tick` before it registers. Due times are
-multiplied out, never summed, so no rounding drift accumulates.
+**The grid.** The period (20 ms) is split into ``phases`` equal steps; step ``j`` is due at
+``origin + j * period / phases`` and serves the streams of phase ``j % phases``, so every
+stream is ticked once per period, on its own phase. The origin is fixed when the clock is
+made and never moves, even while the clock idles, and due times are multiplied out, never
+summed, so nothing drifts. A new stream joins the phase with the fewest streams.
 
-**Precision.** A tick runs within about half a millisecond of its due time, early or
-late (see ``AIM_EARLY_S``); its lateness is measured against the due time.
+**Why phases.** Whatever a stream does after its tick (encoding, sending) runs on the same
+thread, so with one phase the k-th stream's packet leaves only after the k-1 before it: at
+~0.4 ms a stream, the tenth is 4 ms late, every period. Phases spread that work across the
+period; each phase wakes the loop once, however many streams it holds. ``phases=1`` is the
+plain single tick.
 
-**Stalls.** After a tick, the next one is the first whose due time is still ahead: ticks
-whose time passed while the loop stalled, or while the streams' ticks overran, are skipped
-and counted, never run back to back. A stall costs a gap, never a burst.
+**Precision.** A step runs within about half a millisecond of its due time, early or late
+(see ``AIM_EARLY_S``); its lateness is measured against the due time.
 
-**Lifetime.** The task starts with the first registration and ends by itself after a tick
-that finds no streams; the next registration starts a new one on the same grid.
+**Stalls.** Steps run in order, late if need be, but a step more than half a period late
+is skipped (and counted): its streams were last ticked about a period ago, and their next
+tick comes half a period later at most. A stall costs a gap, never a burst of catch-up
+ticks; a tick that still comes early for a stream's frame (a stream ticked late within an
+overrunning step) finds nothing due in its playout buffer.
+
+**Lifetime.** The task starts with the first registration and ends by itself after a step
+that finds no streams at all; the next registration starts a new one on the same grid.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ __all__ = ["ClockStats", "ClockedStream", "LatencyWindow", "MediaClock"]
 logger = logging.getLogger(__name__)
 
 PERIOD_MS = 20
+PHASES = 4  # 5 ms apart: see "Why phases"; measured in bench/webrtc.py
 # The selector rounds every timeout up to a whole millisecond, so a sleep aimed at the due
 # time wakes 0-1 ms late; aimed this much earlier it wakes within about +-0.5 ms. A pull
 # up to 0.5 ms early is still on time for the playout buffer.
@@ -86,15 +96,15 @@ class LatencyWindow:
 
 @dataclass(frozen=True, slots=True)
 class ClockStats:
-    """Counters since the clock was made; percentiles over the last ``window`` ticks."""
+    """Counters since the clock was made; percentiles over the last ``window`` steps."""
 
     streams: int
-    ticks: int
-    skipped_ticks: int  # given up to stalls or overruns, never caught up
-    late_p50_ms: float  # actual - due of each tick run
+    ticks: int  # steps run (each ticks one phase's streams)
+    skipped_ticks: int  # steps with streams given up to stalls or overruns
+    late_p50_ms: float  # actual - due of each step run
     late_p99_ms: float
     late_max_ms: float
-    work_p50_ms: float  # time spent calling every stream's tick
+    work_p50_ms: float  # time spent calling one phase's streams' ticks
     work_p99_ms: float
 
 
@@ -108,13 +118,20 @@ class MediaClock:
 
     _shared: ClassVar[MediaClock | None] = None
 
-    def __init__(self, period_ms: int = PERIOD_MS, *, window: int = 3000) -> None:
-        if period_ms <= 0:
-            raise ValueError(f"period_ms must be positive, not {period_ms}")
+    def __init__(
+        self, period_ms: int = PERIOD_MS, *, phases: int = PHASES, window: int = 3000
+    ) -> None:
+        if period_ms <= 0 or phases <= 0:
+            raise ValueError(f"period_ms and phases must be positive: {period_ms}, {phases}")
         self.period = period_ms / 1000
+        self.phases = phases
         self.origin = time.monotonic()
-        self._streams: dict[ClockedStream, None] = {}  # ordered: ticks follow registration
+        self._step = self.period / phases
+        # Per phase, ordered: within a step, streams are ticked in registration order.
+        self._streams: list[dict[ClockedStream, None]] = [{} for _ in range(phases)]
+        self._phase_of: dict[ClockedStream, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._planned = 0  # the step the task sleeps towards; earlier ones are gone
         self._ticks = 0
         self._skipped = 0
         self._late = LatencyWindow(window)
@@ -122,42 +139,46 @@ class MediaClock:
 
     @classmethod
     def shared(cls) -> MediaClock:
-        """The process-wide clock: one tick for every stream of this process."""
+        """The process-wide clock: one tick task for every stream of this process."""
         if cls._shared is None:
             cls._shared = cls()
         return cls._shared
 
-    # -- schedule ---------------------------------------------------------------------
-
-    def due(self, k: int) -> float:
-        """The monotonic time of tick ``k``."""
-        return self.origin + k * self.period
-
-    def next_tick(self, now: float | None = None) -> float:
-        """The due time of the first tick at or after ``now`` (default: the current time)."""
-        now = time.monotonic() if now is None else now
-        return self.due(math.ceil((now - self.origin) / self.period - 1e-9))
-
     # -- streams ----------------------------------------------------------------------
 
-    def register(self, stream: ClockedStream) -> None:
-        """Tick ``stream`` from the next tick on; starts the clock's task if it idles."""
+    def register(self, stream: ClockedStream) -> float:
+        """Tick ``stream`` once per period from now on; returns its first tick's due time.
+
+        Its later ticks are due every ``period`` after that. Starts the clock's task if
+        it idles.
+        """
         loop = asyncio.get_running_loop()
         self._forget_closed_loop()
         if self._task is not None and self._task.get_loop() is not loop:
             raise RuntimeError("this MediaClock is driven by another event loop")
-        self._streams[stream] = None
+        if stream not in self._phase_of:
+            phase = min(range(self.phases), key=lambda p: len(self._streams[p]))
+            self._streams[phase][stream] = None
+            self._phase_of[stream] = phase
         if self._task is None:
             self._task = loop.create_task(self._run(), name="voxgate-media-clock")
+        # A step already being served (woken early), or before the one the task sleeps
+        # towards (it skipped this phase while it was empty), is too late to join.
+        first = math.ceil((time.monotonic() + AIM_EARLY_S - self.origin) / self._step)
+        if self.running:
+            first = max(first, self._planned)
+        return self._due(first + (self._phase_of[stream] - first) % self.phases)
 
     def unregister(self, stream: ClockedStream) -> None:
         """Stop ticking ``stream``; unknown streams are ignored. The task ends by itself."""
-        self._streams.pop(stream, None)
+        phase = self._phase_of.pop(stream, None)
+        if phase is not None:
+            self._streams[phase].pop(stream, None)
 
     @property
     def stream_count(self) -> int:
         """How many streams are registered."""
-        return len(self._streams)
+        return len(self._phase_of)
 
     @property
     def running(self) -> bool:
@@ -166,7 +187,7 @@ class MediaClock:
 
     async def stop(self) -> None:
         """Unregister every stream and wait for the task to end (shutdown, tests)."""
-        self._streams.clear()
+        self._clear()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -176,7 +197,7 @@ class MediaClock:
     def stats(self) -> ClockStats:
         """A snapshot of the counters and the lateness and work percentiles."""
         return ClockStats(
-            streams=len(self._streams),
+            streams=len(self._phase_of),
             ticks=self._ticks,
             skipped_ticks=self._skipped,
             late_p50_ms=self._late.percentile_ms(50),
@@ -188,42 +209,66 @@ class MediaClock:
 
     # -- internals --------------------------------------------------------------------
 
+    def _due(self, j: int) -> float:
+        return self.origin + j * self._step
+
+    def _clear(self) -> None:
+        self._phase_of.clear()
+        for streams in self._streams:
+            streams.clear()
+
     def _forget_closed_loop(self) -> None:
         # A loop that closed under a running clock (a test that never stopped its tracks)
         # left streams whose futures are dead: they must not be ticked on a new loop.
         if self._task is not None and self._task.get_loop().is_closed():
             self._task = None
-            self._streams.clear()
+            self._clear()
+
+    def _next_step(self, after: int) -> int:
+        """The first step at or after ``after`` whose phase has streams."""
+        for j in range(after, after + self.phases):
+            if self._streams[j % self.phases]:
+                return j
+        return after
+
+    def _count_skipped(self, start: int, end: int) -> None:
+        """Count the steps in ``[start, end)`` that had streams to tick."""
+        whole, rest = divmod(max(0, end - start), self.phases)
+        busy = [bool(streams) for streams in self._streams]
+        self._skipped += whole * sum(busy) + sum(
+            busy[(start + i) % self.phases] for i in range(rest)
+        )
 
     async def _run(self) -> None:
-        # Streams align their schedules with next_tick(): the first tick is that one.
-        k = math.ceil((time.monotonic() - self.origin) / self.period - 1e-9)
+        j = self._next_step(math.ceil((time.monotonic() - self.origin) / self._step - 1e-9))
         try:
-            while self._streams:
-                due = self.due(k)
+            while self._phase_of:
+                self._planned = j
+                due = self._due(j)
                 delay = due - AIM_EARLY_S - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 now = time.monotonic()
                 self._late.add(now - due)
-                self._tick_all(now)
+                self._tick_phase(j % self.phases, now)
                 self._ticks += 1
-                # The first tick still ahead: a late wake-up or an overrun skips ticks.
-                ahead = math.floor((time.monotonic() - self.origin) / self.period) + 1
-                self._skipped += max(0, ahead - k - 1)
-                k = max(k + 1, ahead)
+                # Steps more than half a period late are given up, never caught up.
+                late_limit = time.monotonic() - self.period / 2 - self.origin
+                oldest = math.ceil(late_limit / self._step)
+                self._count_skipped(j + 1, oldest)
+                j = self._next_step(max(j + 1, oldest))
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
 
-    def _tick_all(self, now: float) -> None:
+    def _tick_phase(self, phase: int, now: float) -> None:
         started = time.perf_counter()
         # A copy: a stream may stop (and unregister) from inside its own tick.
-        for stream in list(self._streams):
+        for stream in list(self._streams[phase]):
             try:
                 stream.tick(now)
             except Exception:
                 # One broken stream must not silence every other one on this clock.
                 logger.exception("stream %r failed in tick; unregistered", stream)
-                self._streams.pop(stream, None)
+                self.unregister(stream)
         self._work.add(time.perf_counter() - started)
