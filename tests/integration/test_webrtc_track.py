@@ -7,10 +7,11 @@ the WHEP endpoint do. What the receiver decodes is compared with what was pushed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,17 +97,17 @@ class Link:
             await asyncio.gather(self.reader, return_exceptions=True)
 
     def decoded(self, after_pts: int = -1) -> np.ndarray:
-        """Received audio from ``after_pts`` on, in pts order, gaps filled, at 24 kHz."""
+        """Received audio after ``after_pts``, frame after frame in pts order, at 24 kHz.
+
+        Frames are joined without the gaps of slots the sender skipped: no audio is lost
+        in a skip, it only comes later, so joined frames are the audio as it was pushed.
+        """
         frames = sorted(f for f in self.frames if f[0] > after_pts)
         if not frames:
             return np.zeros(0, np.float32)
-        first = frames[0][0]
-        out = np.zeros((frames[-1][0] - first) + len(frames[-1][1]), np.float32)
-        for pts, samples in frames:
-            out[pts - first : pts - first + len(samples)] = samples
         # Opus at 24 kHz input is super-wideband (< 12 kHz): taking every other sample of
         # the 48 kHz output is the 24 kHz signal without aliasing worth mentioning.
-        return out[::2]
+        return np.concatenate([samples for _, samples in frames])[::2]
 
 
 async def connect(track: MediaStreamTrack) -> Link:
@@ -171,6 +172,7 @@ def best_alignment(sent: np.ndarray, got: np.ndarray) -> tuple[int, float]:
 async def test_received_audio_matches_and_cadence_is_steady(
     speech: np.ndarray, clock: MediaClock
 ) -> None:
+    second_turn = speech[RATE : 2 * RATE][::-1]  # time-reversed: unlike anything in turn 1
     track = RecordingTrack(TrackOptions(), clock=clock)
     link = await connect(track)
     link.start_reading()
@@ -179,28 +181,36 @@ async def test_received_audio_matches_and_cadence_is_steady(
         await push_all(track, speech, "turn-1", piece=2400)
         duration_ms = len(speech) * 1000 / RATE
         await wait_for(lambda: track.played_ms("turn-1") >= duration_ms, duration_ms / 1000 + 5)
+        await asyncio.sleep(0.2)  # a pause: the next turn starts from silence, fresh libopus
+        turn_2_from = track.stats.timestamp - track.sent[0][0]
+        await push_all(track, second_turn, "turn-2", piece=960)
+        await wait_for(lambda: track.played_ms("turn-2") >= 1000, 5)
         await asyncio.sleep(0.3)  # the receiver's jitter buffer holds a few frames
     finally:
         await link.close()
 
-    sent = speech.astype(np.float32) / 32768
-    lag, correlation = best_alignment(sent, link.decoded())
-    print(f"lag {lag} samples, correlation {correlation:.3f}")
-    assert correlation > 0.8
+    for sent, got in ((speech, link.decoded()), (second_turn, link.decoded(turn_2_from))):
+        lag, correlation = best_alignment(sent.astype(np.float32) / 32768, got)
+        print(f"lag {lag} samples, correlation {correlation:.3f}")
+        assert correlation > 0.8
 
-    # Receiver side: one frame per 20 ms of RTP time, nothing missing, nothing doubled.
-    steps = np.diff(sorted(pts for pts, _ in link.frames))
-    assert set(steps.tolist()) == {960}
-    # Sender side: handed over on the 20 ms grid (continuous pts, small lateness).
+    # Sender side: one packet per 20 ms slot, pts +960 each, except where a stall of the
+    # loop made the playout buffer skip a slot (pts +1920...; rare, and never on a quiet
+    # machine). Receiver side: exactly those steps, so nothing was lost or doubled.
     pts, at = np.array([p for p, _ in track.sent]), np.array([t for _, t in track.sent])
-    assert set(np.diff(pts).tolist()) == {960}
-    jitter_ms = np.abs(np.diff(at) - 0.020) * 1000
+    steps = np.diff(pts)
     stats = track.stats
+    assert set((steps % 960).tolist()) == {0}
+    assert int(np.sum(steps // 960 - 1)) == stats.skipped_slots <= len(steps) // 100
+    received = np.diff(sorted(pts for pts, _ in link.frames))
+    assert sorted(received.tolist()) == sorted(steps[: len(received)].tolist())
+    jitter_ms = np.abs(np.diff(at) - steps / 48000) * 1000
     print(f"send late p50 {stats.send_late_p50_ms:.2f} p99 {stats.send_late_p99_ms:.2f} ms")
     print(f"interval jitter p99 {np.percentile(jitter_ms, 99):.2f} ms, {stats}")
     assert np.percentile(jitter_ms, 99) < 5
     assert stats.send_late_p99_ms < 5
-    assert stats.underruns_gateway == 0 and stats.dropped_frames == 0
+    assert stats.underruns_gateway <= len(steps) // 100  # 0 unless the machine stalls us
+    assert stats.dropped_frames == 0
     assert stats.packets_sent == len(track.sent)
     rate = (len(track.sent) - 1) / (at[-1] - at[0])
     assert 49.5 < rate < 50.5
@@ -217,6 +227,7 @@ async def test_interrupt_silences_within_two_frames(speech: np.ndarray, clock: M
         feeding = asyncio.create_task(push_all(track, speech, "turn-1", piece=4800))
         await wait_for(lambda: track.played_ms("turn-1") >= 1000, 5)
         feeding.cancel()  # the session stops feeding a context it interrupts
+        assert track.level > 0.01  # mid-speech
         track.interrupt("turn-1")
         interrupted_at = track.stats.timestamp - first_pts  # the last packet before it
         heard = track.played_ms("turn-1")
@@ -266,7 +277,7 @@ async def test_no_task_or_socket_leak_over_100_connections(clock: MediaClock) ->
     for _ in range(100):
         track = SessionAudioTrack(clock=clock)
         link = await connect(track)
-        await wait_for(lambda: track.stats.packets_sent >= 1, 5)  # media flowed
+        await wait_for(lambda t=track: t.stats.packets_sent >= 1, 5)  # media flowed
         await link.close()
         assert track.readyState == "ended"
     elapsed = time.monotonic() - started
@@ -282,11 +293,23 @@ async def test_no_task_or_socket_leak_over_100_connections(clock: MediaClock) ->
 def open_sockets() -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the fd of the listing itself is gone by now
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass  # the fd of the listing itself is gone by now
     return count
+
+
+def test_describe_mono_opus_keeps_the_offer_parameters() -> None:
+    answer = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\n"
+        "a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n"
+        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
+    )
+    described = describe_mono_opus(answer, bitrate=24000)
+    assert "a=fmtp:111 minptime=10;useinbandfec=1;stereo=0;sprop-stereo=0;usedtx=0;" in described
+    assert "maxaveragebitrate=24000\r\n" in described
+    assert described.count("a=ptime:20") == 1  # audio only
+    assert described.endswith("a=rtpmap:96 VP8/90000\r\n")
+    assert "\n" not in described.replace("\r\n", "")
 
 
 # -- the clock ------------------------------------------------------------------------------
@@ -307,10 +330,10 @@ class Recorder:
 
 
 @pytest.mark.timeout(30)
-async def test_clock_ticks_every_stream_on_one_grid(clock: MediaClock) -> None:
+async def test_clock_ticks_every_stream_on_one_grid() -> None:
+    clock = MediaClock(phases=1)
     streams = [Recorder() for _ in range(3)]
-    for stream in streams:
-        clock.register(stream)
+    firsts = [clock.register(stream) for stream in streams]
     await asyncio.sleep(0.5)
     for stream in streams:
         clock.unregister(stream)
@@ -318,24 +341,49 @@ async def test_clock_ticks_every_stream_on_one_grid(clock: MediaClock) -> None:
 
     ticks = [now for now, _ in streams[0].ticks]
     assert all([now for now, _ in stream.ticks] == ticks for stream in streams)
+    assert len(set(firsts)) == 1
+    assert abs(ticks[0] - firsts[0]) < 0.005
     slots = (np.array(ticks) - clock.origin) / clock.period
     assert 20 <= len(ticks) <= 26
     assert set(np.diff(np.round(slots)).tolist()) == {1.0}  # consecutive, none skipped
     assert np.max(np.abs(slots - np.round(slots))) * clock.period < 0.005
     stats = clock.stats()
     print(stats)
-    assert stats.skipped_ticks == 0 and stats.late_p50_ms < 2
+    assert stats.skipped_ticks == 0
+    assert stats.late_p50_ms < 2
+
+
+@pytest.mark.timeout(30)
+async def test_clock_spreads_streams_over_its_phases(clock: MediaClock) -> None:
+    assert clock.phases == 4
+    streams = [Recorder() for _ in range(8)]
+    firsts = [clock.register(stream) for stream in streams]
+    await asyncio.sleep(0.4)
+    await clock.stop()
+
+    step = clock.period / clock.phases
+    phases = [round((first - clock.origin) / step) % clock.phases for first in firsts]
+    assert sorted(phases) == [0, 0, 1, 1, 2, 2, 3, 3]  # balanced
+    for stream, first in zip(streams, firsts, strict=True):
+        ticks = np.array([now for now, _ in stream.ticks])
+        assert abs(ticks[0] - first) < 0.005  # the first tick is the one announced
+        intervals = np.diff(ticks)  # once a period, late by a few ms at worst
+        assert abs(np.median(intervals) - clock.period) < 0.001
+        assert np.all((intervals > clock.period / 2) & (intervals < clock.period * 1.5))
+    assert clock.stats().ticks >= 4 * 15  # one wake-up per phase per period
 
 
 @pytest.mark.timeout(30)
 async def test_clock_skips_missed_ticks_instead_of_bursting(clock: MediaClock) -> None:
-    stalled, failing, other = Recorder(stall_s=0.065), Recorder(fail=True), Recorder()
-    for stream in (stalled, failing, other):
+    clock = MediaClock(phases=1)
+    other, stalled, failing = Recorder(), Recorder(stall_s=0.065), Recorder(fail=True)
+    for stream in (other, stalled, failing):
         clock.register(stream)
     await asyncio.sleep(0.4)
     await clock.stop()
 
-    assert len(failing.ticks) == 1 and clock.stream_count == 0  # dropped, others went on
+    assert len(failing.ticks) == 1  # unregistered after its failure...
+    assert len(other.ticks) > 12  # ...while the others went on
     calls = np.array([called for _, called in other.ticks])
     assert np.min(np.diff(calls)) > 0.010  # never two ticks back to back after the stall
     assert clock.stats().skipped_ticks >= 2
