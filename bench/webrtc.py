@@ -36,7 +36,8 @@ of a turn to its first packet handed to aiortc, split into the wait for the stre
                            [--bitrate 24000] [--complexity 5]
 
 Only loopback addresses are used; every wait is bounded in time and every loop in count.
-The figures depend on the machine being otherwise idle: the load average is printed.
+The figures depend on the machine being otherwise idle: each level prints the load average
+and the CPU time the hypervisor withheld (steal; a throttled VM stalls every stream at once).
 """
 
 from __future__ import annotations
@@ -254,6 +255,7 @@ class Level:
     rx_min_rate: float = 50.0  # packets/s of the slowest receiver
     ts_gaps: int = 0  # RTP timestamp steps other than 960 seen by receivers
     load: float = 0.0  # 1-minute load average after the level: others' work shows here
+    steal_ms: float = 0.0  # CPU time the hypervisor withheld from this VM during the level
 
     @property
     def cpu(self) -> float:
@@ -338,6 +340,15 @@ async def connect_all(conn: Connection, tracks: list[MediaStreamTrack]) -> list[
     return pcs
 
 
+def stolen_ms() -> float:
+    """The machine's steal time so far (a VM's vCPUs waiting for the host), in ms."""
+    try:
+        with open("/proc/stat") as stat:
+            return int(stat.readline().split()[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def cpu_times() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
@@ -363,9 +374,10 @@ async def run_level(
         SENDS.clear()
         await call(conn, "mark")
         before = sum(t.stats.underruns_gateway for t in voxgate)
-        (user, system), wall = cpu_times(), time.monotonic()
+        (user, system), wall, steal = cpu_times(), time.monotonic(), stolen_ms()
         await asyncio.sleep(seconds)
         user_end, system_end = cpu_times()
+        steal = stolen_ms() - steal
         wall = time.monotonic() - wall
         due, grid, jitter, late = send_delays()
         underruns = sum(t.stats.underruns_gateway for t in voxgate) - before
@@ -382,7 +394,7 @@ async def run_level(
         arm, n, (user_end - user) / per, (system_end - system) / per,
         due, grid, jitter, late, underruns if voxgate else late,
         received["min_rate"] if received["streams"] == n else 0.0, received["ts_gaps"],
-        os.getloadavg()[0],
+        os.getloadavg()[0], steal,
     )  # fmt: skip
 
 
@@ -459,7 +471,7 @@ async def latency_phase(
 
 HEADER = (
     "arm         N  cpu/stream (user+sys)  /bare  /bare-rt  due p99  grid p99  jit p99"
-    "  late under  rx/s gaps      load\n" + "-" * 114
+    "  late under  rx/s gaps      load steal\n" + "-" * 120
 )
 
 
@@ -470,7 +482,7 @@ def row(level: Level, bare: dict[int, tuple[float, float]]) -> str:
         f"{level.system * 100:4.2f}) {level.cpu / tight:6.2f}x {level.cpu / real_time:7.2f}x "
         f"{level.due_p99_ms:8.2f} {level.grid_p99_ms:9.2f} {level.jitter_p99_ms:8.2f} "
         f"{level.late:5} {level.underruns:5} {level.rx_min_rate:5.1f} {level.ts_gaps:4}  "
-        f"{'ok' if level.ok else 'FAIL':4} {level.load:5.2f}"
+        f"{'ok' if level.ok else 'FAIL':4} {level.load:5.2f} {level.steal_ms:4.0f}ms"
     )
 
 
@@ -487,6 +499,8 @@ async def run(args: argparse.Namespace, conn: Connection) -> None:
         f"complexity {args.complexity}; {len(frames) / 50:.1f} s of speech; "
         f"{args.seconds:g} s per level; voxgate/P = P clock phases"
     )
+    # Warm-up, not reported: the first level after start-up pays for first-use code paths.
+    await run_level(arms[0], 10, conn, frames, options, 1.0)
     print(HEADER)
     for arm in arms:
         for n in levels:

@@ -54,7 +54,8 @@ AIM_EARLY_S = 0.0004
 
 
 class ClockedStream(Protocol):
-    """Anything the clock drives: ``tick`` must be synchronous, quick and must not raise."""
+    """Anything the clock drives. ``tick`` is synchronous and should not raise; what it
+    costs delays the streams after it in its phase (a track's tick encodes one frame)."""
 
     def tick(self, now: float) -> None:
         """The tick due at about ``now`` (``time.monotonic()``) has come."""

@@ -15,13 +15,14 @@ less CPU per stream, and lower lateness, than encoding in each sender task betwe
 aiortc's sends. ``pts`` is the buffer's slot timestamp, so timestamps advance by 960 per
 packet and jump (never bunch up) when the loop stalled for whole slots.
 
-**Silence.** A packet goes out every 20 ms, silence included, so the listener's jitter
-buffer stays primed and the first audio of a turn is not held behind a DTX restart. Silence
-costs no encode: the packet is a constant three-byte Opus frame (CELT, fullband, 20 ms,
-silence flag set). The first silent slot after audio is still coded by libopus, releasing
-the 6.5 ms of speech in its lookahead; libopus is then replaced by a fresh state (opened
-off the audio path) so each turn starts from a state the decoder agrees with, since the
-decoder reset its SILK layer when the constant CELT frames arrived.
+**Silence, not DTX.** A packet goes out every 20 ms, silence included: exactly 50 packets/s
+with continuous timestamps, so the listener's jitter buffer stays primed and a turn's first
+audio is not held behind a DTX restart. Silence costs no encode: the packet is a constant
+three-byte Opus frame (CELT, fullband, 20 ms, silence flag set); libopus itself spends about
+twice a speech frame's CPU on digital silence. The first silent slot after audio is still
+coded by libopus, releasing the 6.5 ms of speech in its lookahead; libopus is then replaced
+by a fresh state (opened off the audio path) so each turn starts from a state the decoder
+agrees with, since the decoder reset its SILK layer when the constant CELT frames arrived.
 
 **Barge-in.** :meth:`SessionAudioTrack.interrupt` clears the buffer, turns frames already
 pulled but not yet sent into silence and drops libopus' state: the next packet is silence
@@ -246,6 +247,13 @@ class SessionAudioTrack(MediaStreamTrack):
             self._first_push.clear()
         else:
             self._first_push.pop(context_id, None)
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio pushed and not yet played, in milliseconds."""
+        if self._buffer is None:
+            return self._early_bytes * 500 / self.options.playout.sample_rate
+        return self._buffer.buffered_ms
 
     @property
     def room_bytes(self) -> int:
