@@ -19,6 +19,7 @@ from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, Real
 from voxgate.gateway.rest import VoxtralCompatible
 from voxgate.gateway.services import Services
 from voxgate.gateway.whep import WhepEndpoint
+from voxgate.upstream.engine.validation import parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,8 @@ async def drain(services: Services) -> None:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object", code="invalid_json")
-    return body
+    """The body as a JSON object; an empty body is an empty object."""
+    return parse_json_object(await request.read() or b"{}")
 
 
 def _optional_str(body: dict[str, Any], name: str) -> str | None:

@@ -13,12 +13,12 @@ import importlib.resources
 import re
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from voxgate.envelope import ok
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.principal import Principal
+from voxgate.upstream.engine.validation import parse_json_object
 
 _LOOPBACK = ("127.0.0.1", "::1")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
@@ -116,13 +116,5 @@ class DemoPage:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object", code="invalid_json")
-    return body
+    """The body as a JSON object; an empty body is an empty object."""
+    return parse_json_object(await request.read() or b"{}")
