@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -56,17 +57,15 @@ def speech() -> np.ndarray:
     return pcm
 
 
-class RecordingTrack(SessionAudioTrack):
-    """Notes the pts and the monotonic time of every packet handed to aiortc."""
+@dataclass(frozen=True)
+class Arrival:
+    """One RTP packet as the receiving peer got it (after SRTP)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[tuple[int, float]] = []
-
-    async def recv(self) -> Any:
-        packet = await super().recv()
-        self.sent.append((int(packet.pts or 0), time.monotonic()))
-        return packet
+    seq: int
+    timestamp: int
+    marker: bool
+    size: int
+    at: float  # time.monotonic() on arrival
 
 
 @dataclass
@@ -74,6 +73,7 @@ class Link:
     sender: RTCPeerConnection
     receiver: RTCPeerConnection
     remote: MediaStreamTrack
+    rtp: list[Arrival]
     frames: list[tuple[int, np.ndarray]] = field(default_factory=list)  # pts, 48 kHz mono
     reader: asyncio.Task[None] | None = None
 
@@ -96,11 +96,15 @@ class Link:
             self.reader.cancel()
             await asyncio.gather(self.reader, return_exceptions=True)
 
+    def pts(self, arrival: Arrival) -> int:
+        """The pts aiortc gives the decoded frame of ``arrival`` (timestamps from 0)."""
+        return (arrival.timestamp - self.rtp[0].timestamp) % (1 << 32)
+
     def decoded(self, after_pts: int = -1) -> np.ndarray:
         """Received audio after ``after_pts``, frame after frame in pts order, at 24 kHz.
 
-        Frames are joined without the gaps of slots the sender skipped: no audio is lost
-        in a skip, it only comes later, so joined frames are the audio as it was pushed.
+        Frames are joined without the gaps between them (DTX between turns, slots the
+        sender skipped): no audio is lost there, so joined frames are the audio as pushed.
         """
         frames = sorted(f for f in self.frames if f[0] > after_pts)
         if not frames:
@@ -109,23 +113,53 @@ class Link:
         # the 48 kHz output is the 24 kHz signal without aliasing worth mentioning.
         return np.concatenate([samples for _, samples in frames])[::2]
 
+    def talkspurts(self) -> list[list[Arrival]]:
+        """The packets from each marker packet up to the next one."""
+        starts = [i for i, a in enumerate(self.rtp) if a.marker]
+        return [self.rtp[i:j] for i, j in zip(starts, [*starts[1:], len(self.rtp)], strict=True)]
 
-async def connect(track: MediaStreamTrack) -> Link:
-    """Receiver offers recv-only audio, sender answers with ``track``; waits for media."""
+
+async def connect(track: MediaStreamTrack, *, bind: bool = True) -> Link:
+    """Receiver offers recv-only audio, sender answers with ``track``; waits for media.
+
+    ``bind`` sends on the direct path (as the WHEP endpoint does); unbound, the track's
+    packets go through aiortc's own sender task. Every RTP packet the receiver gets is
+    recorded in ``Link.rtp``.
+    """
     config = RTCConfiguration(iceServers=[])
     sender, receiver = RTCPeerConnection(config), RTCPeerConnection(config)
     remote: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
     receiver.on("track", remote.set_result)
     receiver.addTransceiver("audio", direction="recvonly")
+    arrivals: list[Arrival] = []
+    rtp_receiver = receiver.getReceivers()[0]
+    handle = rtp_receiver._handle_rtp_packet
+
+    async def recorded(packet: Any, arrival_time_ms: int) -> None:
+        arrivals.append(
+            Arrival(
+                packet.sequence_number,
+                packet.timestamp,
+                bool(packet.marker),
+                len(packet.payload),
+                time.monotonic(),
+            )
+        )
+        await handle(packet, arrival_time_ms)
+
+    rtp_receiver._handle_rtp_packet = recorded  # type: ignore[method-assign]
     await receiver.setLocalDescription(await receiver.createOffer())
     await sender.setRemoteDescription(receiver.localDescription)
     sender.addTrack(track)
-    send_opus_only(sender.getTransceivers()[0])
+    transceiver = sender.getTransceivers()[0]
+    send_opus_only(transceiver)
+    if bind and isinstance(track, SessionAudioTrack):
+        track.bind(transceiver)
     await sender.setLocalDescription(await sender.createAnswer())
     answer = sender.localDescription
     answer.sdp = describe_mono_opus(answer.sdp, bitrate=24000)
     await receiver.setRemoteDescription(answer)
-    return Link(sender, receiver, await asyncio.wait_for(remote, 10))
+    return Link(sender, receiver, await asyncio.wait_for(remote, 10), arrivals)
 
 
 @pytest.fixture
@@ -173,63 +207,104 @@ async def test_received_audio_matches_and_cadence_is_steady(
     speech: np.ndarray, clock: MediaClock
 ) -> None:
     second_turn = speech[RATE : 2 * RATE][::-1]  # time-reversed: unlike anything in turn 1
-    track = RecordingTrack(TrackOptions(), clock=clock)
+    track = SessionAudioTrack(TrackOptions(), clock=clock)
     link = await connect(track)
     link.start_reading()
     try:
-        await wait_for(lambda: len(track.sent) >= 10, 10)  # some silence first
+        await wait_for(lambda: len(link.rtp) >= 2, 10)
+        await asyncio.sleep(0.9)  # idle before the first turn: DTX
+        idle = list(link.rtp)
         await push_all(track, speech, "turn-1", piece=2400)
         duration_ms = len(speech) * 1000 / RATE
         await wait_for(lambda: track.played_ms("turn-1") >= duration_ms, duration_ms / 1000 + 5)
-        await asyncio.sleep(0.2)  # a pause: the next turn starts from silence, fresh libopus
-        turn_2_from = track.stats.timestamp - track.sent[0][0]
+        await asyncio.sleep(0.25)  # a pause: DTX again, the next turn re-times the clock
         await push_all(track, second_turn, "turn-2", piece=960)
         await wait_for(lambda: track.played_ms("turn-2") >= 1000, 5)
         await asyncio.sleep(0.3)  # the receiver's jitter buffer holds a few frames
     finally:
         await link.close()
+    stats = track.stats
+    print(stats)
+    assert stats.direct
+    assert stats.talkspurts == 2
+    assert stats.dropped_frames == 0
 
+    # Idle: 200 ms of silence packets, then a one-byte DTX frame every 400 ms.
+    assert [a.size for a in idle[:11]] == [3] * 10 + [1]
+    assert all(a.size == 1 for a in idle[11:])
+    assert 12 <= len(idle) <= 14
+    assert all(0.38 < b.at - a.at < 0.45 for a, b in itertools.pairwise(idle[10:]))
+
+    spurts = link.talkspurts()
+    assert len(spurts) == 2
+    assert spurts[0][0] is link.rtp[len(idle)]
+    turn_2_from = link.pts(spurts[1][0]) - 1
     for sent, got in ((speech, link.decoded()), (second_turn, link.decoded(turn_2_from))):
         lag, correlation = best_alignment(sent.astype(np.float32) / 32768, got)
         print(f"lag {lag} samples, correlation {correlation:.3f}")
         assert correlation > 0.8
 
-    # Sender side: one packet per 20 ms slot, pts +960 each, except where a stall of the
-    # loop made the playout buffer skip a slot (pts +1920...; rare, and never on a quiet
-    # machine). Receiver side: exactly those steps, so nothing was lost or doubled.
-    pts, at = np.array([p for p, _ in track.sent]), np.array([t for _, t in track.sent])
-    steps = np.diff(pts)
-    stats = track.stats
-    assert set((steps % 960).tolist()) == {0}
-    assert int(np.sum(steps // 960 - 1)) == stats.skipped_slots <= len(steps) // 100
-    received = np.diff(sorted(pts for pts, _ in link.frames))
-    assert sorted(received.tolist()) == sorted(steps[: len(received)].tolist())
-    jitter_ms = np.abs(np.diff(at) - steps / 48000) * 1000
-    print(f"send late p50 {stats.send_late_p50_ms:.2f} p99 {stats.send_late_p99_ms:.2f} ms")
-    print(f"interval jitter p99 {np.percentile(jitter_ms, 99):.2f} ms, {stats}")
-    assert np.percentile(jitter_ms, 99) < 5
+    # Nothing lost or doubled; timestamps only ever move forward.
+    assert np.all(np.diff([a.seq for a in link.rtp]) % (1 << 16) == 1)
+    assert np.all(np.diff([link.pts(a) for a in link.rtp]) >= 960)
+    for spurt in spurts:
+        # A talkspurt's first packet is on time against the clock before it: its
+        # timestamp moved on by the time that passed (loopback adds ~0.1 ms).
+        before = link.rtp[link.rtp.index(spurt[0]) - 1]
+        elapsed_ms = (spurt[0].at - before.at) * 1000
+        stepped_ms = (link.pts(spurt[0]) - link.pts(before)) / 48
+        assert abs(elapsed_ms - stepped_ms) < 5, (elapsed_ms, stepped_ms)
+        # Then one packet per 20 ms slot, +960 each (+1920... where a stall of the loop
+        # skipped a slot; rare), until the closing silence and DTX.
+        talking = [a for a in spurt if a.size > 1]
+        steps = np.diff([link.pts(a) for a in talking])
+        assert set((steps % 960).tolist()) == {0}
+        assert int(np.sum(steps // 960 - 1)) <= len(steps) // 100
+        at = np.array([a.at for a in talking])
+        jitter_ms = np.abs(np.diff(at)[1:] - steps[1:] / 48000) * 1000  # from the 2nd on
+        p99 = np.percentile(jitter_ms, 99)
+        print(f"talkspurt of {len(talking)}: interval jitter p99 {p99:.2f} ms")
+        assert np.percentile(jitter_ms, 99) < 5
+        rate = (len(talking) - 2) / (at[-1] - at[1])
+        assert 49 < rate < 51
+        # The first gap is at most a frame: the turn went out the moment it came.
+        assert 0 < at[1] - at[0] <= 0.0205 + 0.005
     assert stats.send_late_p99_ms < 5
-    assert stats.underruns_gateway <= len(steps) // 100  # 0 unless the machine stalls us
-    assert stats.dropped_frames == 0
-    assert stats.packets_sent == len(track.sent)
-    rate = (len(track.sent) - 1) / (at[-1] - at[0])
-    assert 49.5 < rate < 50.5
+    assert stats.underruns_gateway <= stats.packets_sent // 100  # 0 unless the machine stalls us
+
+
+@pytest.mark.timeout(30)
+async def test_a_turn_after_dtx_goes_out_from_push(speech: np.ndarray, clock: MediaClock) -> None:
+    track = SessionAudioTrack(TrackOptions(), clock=clock)
+    link = await connect(track)
+    try:
+        await wait_for(lambda: track.stats.dtx_slots > 3, 10)
+        sent = track.stats.packets_sent
+        track.push(speech[: FRAME * 5].astype("<i2").tobytes(), "turn", 0.0)
+        assert track.stats.packets_sent == sent + 1  # before push() returned
+        assert track.played_ms("turn") == 20.0
+        track.end_of_turn("turn")
+        await wait_for(lambda: track.played_ms("turn") == 100.0, 2)
+        await wait_for(lambda: track.stats.dtx_slots > 3, 2)  # quiet again
+    finally:
+        await link.close()
+    assert track.stats.talkspurts == 1
+    assert track.stats.first_audio_p50_ms < 20
 
 
 @pytest.mark.timeout(60)
 async def test_interrupt_silences_within_two_frames(speech: np.ndarray, clock: MediaClock) -> None:
-    track = RecordingTrack(TrackOptions(), clock=clock)
+    track = SessionAudioTrack(TrackOptions(), clock=clock)
     link = await connect(track)
     link.start_reading()
     try:
-        await wait_for(lambda: len(track.sent) >= 5, 10)
-        first_pts = track.sent[0][0]
+        await wait_for(lambda: len(link.rtp) >= 2, 10)
         feeding = asyncio.create_task(push_all(track, speech, "turn-1", piece=4800))
         await wait_for(lambda: track.played_ms("turn-1") >= 1000, 5)
         feeding.cancel()  # the session stops feeding a context it interrupts
         assert track.level > 0.01  # mid-speech
         track.interrupt("turn-1")
-        interrupted_at = track.stats.timestamp - first_pts  # the last packet before it
+        interrupted_at = link.pts(link.rtp[-1])  # the last packet the receiver has
         heard = track.played_ms("turn-1")
         await asyncio.sleep(0.5)
         assert track.played_ms("turn-1") == heard  # nothing of it went out afterwards
@@ -240,32 +315,40 @@ async def test_interrupt_silences_within_two_frames(speech: np.ndarray, clock: M
     finally:
         await link.close()
 
-    frames = sorted((pts, samples) for pts, samples in link.frames if pts > interrupted_at)
-    rms = [float(np.sqrt(np.mean(samples**2))) for _, samples in frames]
-    print("rms after interrupt:", [round(r, 4) for r in rms[:6]])
-    # Up to two frames may still carry the turn's audio; from the third on, silence.
-    assert max(rms[2:20]) < 1e-3
-    assert max(rms[20:]) > 0.01  # turn-2 came through
+    turn_2_at = link.pts(link.talkspurts()[-1][0])
+    between = sorted((pts, x) for pts, x in link.frames if interrupted_at < pts < turn_2_at)
+    after = sorted((pts, x) for pts, x in link.frames if pts >= turn_2_at)
+    rms = [float(np.sqrt(np.mean(samples**2))) for _, samples in between]
+    print("rms after interrupt:", [round(r, 4) for r in rms])
+    # Up to two frames may still carry the turn's audio; from the third on, silence
+    # (200 ms of silence packets, then DTX).
+    assert len(between) >= 10
+    assert max(rms[2:]) < 1e-3
+    assert max(float(np.sqrt(np.mean(x**2))) for _, x in after) > 0.01  # turn-2 came through
 
 
 @pytest.mark.timeout(60)
-async def test_audio_pushed_before_the_peer_connects_is_kept(
+async def test_audio_pushed_before_the_peer_connects_is_kept_unbound_too(
     speech: np.ndarray, clock: MediaClock
 ) -> None:
-    track = RecordingTrack(TrackOptions(), clock=clock)
+    # Unbound: packets go through aiortc's RTCRtpSender (recv()), the fallback path.
+    track = SessionAudioTrack(TrackOptions(), clock=clock)
     half_second = speech[: RATE // 2]
     await push_all(track, half_second, "early", piece=FRAME * 3)
     assert track.room_bytes < TrackOptions().playout.max_buffer_ms * 48
-    link = await connect(track)
+    link = await connect(track, bind=False)
     link.start_reading()
     try:
         await wait_for(lambda: track.played_ms("early") >= 500, 10)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.6)
     finally:
         await link.close()
     _, correlation = best_alignment(half_second.astype(np.float32) / 32768, link.decoded())
     assert correlation > 0.8
-    assert track.stats.dropped_frames == 0
+    stats = track.stats
+    assert not stats.direct
+    assert stats.dropped_frames == 0
+    assert stats.dtx_slots > 10  # quiet after the turn on this path too
     assert track.level == 0.0  # the last packet was silence
 
 

@@ -233,6 +233,66 @@ def test_end_of_stream_pads_the_last_frame_then_idles_without_underrun() -> None
     assert buffer.buffered_ms == 0
 
 
+def test_pull_now_starts_a_turn_in_the_idle_slot_that_just_went_by() -> None:
+    audio, buffer = Audio(), PlayoutBuffer(OPTIONS, start=0.0)
+    drain(buffer, 3)  # idle silence in slots 0-2; slot 3 is due at 0.060
+    pcm = audio.ms(60)
+    buffer.push(pcm, 0.047, context_id="a", media_ms=0.0)
+    first = buffer.pull_now(0.047)
+    assert first is not None
+    assert (first.silent, first.context_id, first.media_ms) == (False, "a", 0.0)
+    assert (first.timestamp, first.due) == (2 * TICKS, 0.047)  # slot 2, due when asked
+    assert first.pcm == pcm[:FRAME]
+    assert buffer.pull_now(0.048) is None  # the turn is playing: once only
+    assert buffer.pull(0.055) is None  # slot 3 is not due yet
+    rest = drain(buffer, 3)
+    assert [f.timestamp for f in rest] == [3 * TICKS, 4 * TICKS, 5 * TICKS]
+    assert b"".join(f.pcm for f in rest[:2]) == pcm[FRAME:]
+    assert len({f.seq for f in [first, *rest]}) == 4  # seq goes on, one per frame
+
+
+def test_pull_now_only_when_idle_ready_and_within_the_slot() -> None:
+    audio = Audio()
+    fresh = PlayoutBuffer(OPTIONS, start=0.0)
+    fresh.push(audio.ms(40), 0.0, context_id="a", media_ms=0.0)
+    assert fresh.pull_now(0.0) is None  # nothing pulled yet: no slot went by
+
+    late = PlayoutBuffer(OPTIONS, start=0.0)
+    drain(late, 2)
+    late.push(audio.ms(40), 0.045, context_id="a", media_ms=0.0)
+    assert late.pull_now(0.045) is None  # slot 1 began 25 ms ago: the tick is late
+
+    partial = PlayoutBuffer(OPTIONS, start=0.0)
+    drain(partial, 2)
+    partial.push(audio.ms(10), 0.021, context_id="a", media_ms=0.0)
+    assert partial.pull_now(0.021) is None  # less than a frame: not ready
+    partial.push(audio.ms(10), 0.025, context_id="a", media_ms=10.0)
+    assert partial.pull_now(0.025) is not None  # now it is
+
+    underrun = PlayoutBuffer(OPTIONS, start=0.0)
+    underrun.push(audio.ms(20), 0.0, context_id="a", media_ms=0.0)
+    frames = drain(underrun, 2)  # audio, then an underrun: the turn is still playing
+    assert [f.silent for f in frames] == [False, True]
+    assert underrun.playing
+    underrun.push(audio.ms(40), 0.025, context_id="a", media_ms=20.0)
+    assert underrun.pull_now(0.025) is None  # mid-turn: it waits for its slot
+
+
+def test_playing_is_true_from_a_turns_first_frame_to_its_end() -> None:
+    audio, buffer = Audio(), PlayoutBuffer(OPTIONS, start=0.0)
+    buffer.push(audio.ms(30), 0.0, context_id="a", media_ms=0.0)
+    assert not buffer.playing  # queued, not started
+    drain(buffer, 1)
+    assert buffer.playing
+    buffer.end_of_stream("a")
+    drain(buffer, 1)  # its padded last frame
+    assert not buffer.playing
+    buffer.push(audio.ms(30), 0.05, context_id="b", media_ms=0.0)
+    drain(buffer, 1)
+    buffer.clear("b")
+    assert not buffer.playing
+
+
 def test_audio_of_another_context_ends_the_turn_before_it() -> None:
     audio, buffer = Audio(), PlayoutBuffer(OPTIONS, start=0.0)
     buffer.push(audio.ms(30), 0.0, context_id="a", media_ms=0.0)

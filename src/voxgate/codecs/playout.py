@@ -19,6 +19,12 @@ of packets arriving late against their timestamps, which NetEq would turn into a
 increase of its delay. No audio is dropped: the frame sent after a stall carries the next
 unplayed audio, so the turn finishes later by the stall's length and ``media_ms`` stays exact.
 
+**Starting at once.** A sender that goes quiet between turns (Opus DTX) need not wait for
+the next slot when a turn's audio arrives: :meth:`PlayoutBuffer.pull_now` hands out the
+turn's first frame in the slot that went by last (pulled as idle silence, never sent), due
+the moment it is asked for. The sender re-times its RTP clock there; the following frames
+come on the grid as before, at most a frame sooner than that re-timed clock says.
+
 **Turns and padding.** A turn is a run of pushes for one ``context_id``; it ends at
 :meth:`~PlayoutBuffer.end_of_stream` or when audio of another context is pushed. A frame
 never mixes turns: a turn's final partial frame is padded with zeros to the frame size (and
@@ -145,6 +151,7 @@ class _Turn:
         "queued",
         "ref",
         "since",
+        "started",
     )
 
     def __init__(self, context_id: str, now: float, ahead_s: float) -> None:
@@ -157,6 +164,7 @@ class _Turn:
         self.since: float | None = now  # when the audio it waits for began to arrive
         self.ended = False
         self.playing = False
+        self.started = False  # a frame of it went out
 
     def append(self, data: bytes, media_ms: float, small: int, ms_per_byte: float) -> None:
         if self.pieces and len(data) < small:
@@ -231,6 +239,7 @@ class PlayoutBuffer:
         self._queued = 0
         self._slot = 0
         self._seq = 0
+        self._last_idle = False  # the last frame pulled was silence with no turn playing
         self._lateness = _Lateness()
         self._frames = self._silent = self._late = self._skipped = 0
         self._under_upstream = self._under_gateway = 0
@@ -304,11 +313,45 @@ class PlayoutBuffer:
             skipped,
         )
         self._count(frame, now - due)
+        self._last_idle = context_id is None and not self.playing
         self._slot += 1
         self._seq += 1
         return frame
 
+    def pull_now(self, now: float) -> Frame | None:
+        """The head turn's first frame at once, if it is ready, in the slot that began last.
+
+        For a sender that goes quiet between turns (DTX) and starts each turn the moment
+        its audio is there: that slot was pulled as idle silence and not sent, so the
+        turn can take it over instead of waiting up to a frame for the next one. The frame
+        is due ``now``; the next :meth:`pull` is for the following slot, as before. None
+        (and nothing changes) unless the last frame pulled was silence with no turn
+        playing, its slot began at most a frame ago and the head turn may start playing.
+        """
+        slot = self._slot - 1
+        if slot < 0 or not self._last_idle or self.playing:
+            return None
+        due = self._due(slot)
+        if not due - _EARLY_S <= now < due + self._frame_s:
+            return None  # a tick is late or early: the regular pull is the right one
+        turn = self._head()
+        if turn is None or not self._ready(turn, now):
+            return None
+        pcm, context_id, media_ms = self._next_audio(now)
+        frame = Frame(pcm, slot * self._ticks, self._seq, now, False, context_id, media_ms)
+        self._count(frame, 0.0)
+        self._seq += 1
+        self._last_idle = False
+        return frame
+
     # -- state ------------------------------------------------------------------------
+
+    @property
+    def playing(self) -> bool:
+        """Whether a turn is under way: it played a frame and has more to play or to
+        wait for. Silence while playing is an underrun; silence otherwise is idle."""
+        turn = self._head()
+        return turn is not None and turn.started
 
     @property
     def buffered_ms(self) -> float:
@@ -389,6 +432,7 @@ class PlayoutBuffer:
             self._under_upstream += 1
             return self._silence, None, None
         media_ms = turn.pieces[0][1] + turn.offset * self._ms_per_byte
+        turn.started = True
         pcm = turn.take(self._frame_bytes)
         self._queued -= len(pcm)
         if len(pcm) < self._frame_bytes:  # the last partial frame of an ended turn

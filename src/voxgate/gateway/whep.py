@@ -162,6 +162,7 @@ class WhepEndpoint:
             send_opus_only(transceiver)
             transceiver.direction = "sendonly"
             transceiver.sender.replaceTrack(track)
+            track.bind(transceiver)
             await pc.setLocalDescription(await pc.createAnswer())
         except ValueError as exc:
             await pc.close()

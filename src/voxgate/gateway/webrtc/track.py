@@ -1,28 +1,38 @@
 """The session's audio as a WebRTC track: playout buffer, Opus, one packet per clock tick.
 
-**Packet path.** ``recv()`` returns ready ``av.Packet``s (20 ms of Opus, ``pts`` on the
-48 kHz RTP clock, ``time_base`` 1/48000). aiortc's ``RTCRtpSender`` hands anything that is
-not an ``av.Frame`` to its encoder's ``pack()``, which only reads ``pts`` and the bytes: no
-resampling to 48 kHz stereo, no 96 kbit/s re-encode in a worker thread, no per-sample level
-loop. libopus is fed the session's 24 kHz directly; the RTP clock stays 48 kHz.
+**Packet path.** The shared :class:`~voxgate.gateway.webrtc.clock.MediaClock` calls
+``tick`` on this track's phase; ``tick`` pulls the due frame from the
+:class:`~voxgate.codecs.playout.PlayoutBuffer`, codes it with libopus (fed the session's
+24 kHz directly; the RTP clock stays 48 kHz) and sends it. Once the transceiver is known
+(:meth:`SessionAudioTrack.bind`) the packet goes straight to the socket through
+:class:`~voxgate.gateway.webrtc.rtp.RtpOut`, in the same tick; aiortc's sender task then
+only waits in ``recv()`` until the track ends. Unbound (or when aiortc's internals are not
+what ``RtpOut`` knows), ``recv()`` returns the ready ``av.Packet`` (``pts`` on the 48 kHz
+clock) and aiortc's ``pack()`` path sends it: no resampling to 48 kHz stereo, no
+96 kbit/s re-encode in a worker thread, no per-sample level loop, but a task wake-up and
+aiortc's per-packet Python. The encodes of one phase's tracks run back to back, with
+libopus' code and tables hot in the CPU caches.
 
-**Timing.** The shared :class:`~voxgate.gateway.webrtc.clock.MediaClock` calls ``tick``
-on this track's phase; ``tick`` pulls the due frame from the
-:class:`~voxgate.codecs.playout.PlayoutBuffer`, encodes it and wakes ``recv()``, which
-returns the ready packet to aiortc's sender task. The encodes of one phase's tracks run
-back to back, with libopus' code and tables hot in the CPU caches: that measured 15 %
-less CPU per stream, and lower lateness, than encoding in each sender task between
-aiortc's sends. ``pts`` is the buffer's slot timestamp, so timestamps advance by 960 per
-packet and jump (never bunch up) when the loop stalled for whole slots.
+**Talkspurts and DTX.** While a turn plays, a packet goes out every 20 ms, underruns
+included (constant silence frames): exactly 50 packets/s with continuous timestamps, so the
+listener's jitter buffer sees no sender jitter. Between turns the track goes quiet as Opus
+DTX does (RFC 7587 section 3.1.3; ``TrackOptions.dtx``): 200 ms of silence packets end the
+talkspurt (as libopus' own DTX waits), then a one-byte DTX frame, repeated every 400 ms,
+tells the receiver to play comfort noise. The next turn then needs no free slot: its first
+frame is sent the moment its audio is there (``PlayoutBuffer.pull_now``), with the marker
+bit and an RTP timestamp that moved on by the real time elapsed, and its later frames
+follow on the clock's grid.
+The re-timing never makes a packet look late to the receiver: the first packet is on time
+against the previous talkspurt's clock, and the following ones are on time or early (by
+under a frame) against the first. With ``dtx`` off, silence packets go out every 20 ms
+between turns too and a turn's first frame waits for the next slot (0-20 ms).
 
-**Silence, not DTX.** A packet goes out every 20 ms, silence included: exactly 50 packets/s
-with continuous timestamps, so the listener's jitter buffer stays primed and a turn's first
-audio is not held behind a DTX restart. Silence costs no encode: the packet is a constant
-three-byte Opus frame (CELT, fullband, 20 ms, silence flag set); libopus itself spends about
-twice a speech frame's CPU on digital silence. The first silent slot after audio is still
-coded by libopus, releasing the 6.5 ms of speech in its lookahead; libopus is then replaced
-by a fresh state (opened off the audio path) so each turn starts from a state the decoder
-agrees with, since the decoder reset its SILK layer when the constant CELT frames arrived.
+**Silence costs no encode.** A silence packet is a constant three-byte Opus frame (CELT,
+fullband, 20 ms, silence flag set); libopus itself spends about twice a speech frame's CPU
+on digital silence. The first silent slot after audio is still coded by libopus,
+releasing the 6.5 ms of speech in its lookahead; libopus is then replaced by a fresh state
+(opened off the audio path) so each turn starts from a state the decoder agrees with,
+since the decoder reset its SILK layer when the constant CELT frames arrived.
 
 **Barge-in.** :meth:`SessionAudioTrack.interrupt` clears the buffer, turns frames already
 pulled but not yet sent into silence and drops libopus' state: the next packet is silence
@@ -45,7 +55,7 @@ from typing import Any, TypeAlias
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
 from voxgate.codecs.opus import open_libopus
@@ -53,12 +63,21 @@ from voxgate.codecs.output_format import OutputFormat
 from voxgate.codecs.playout import Frame, Pcm, PlayoutBuffer, PlayoutOptions
 from voxgate.errors import InvalidInput
 from voxgate.gateway.webrtc.clock import LatencyWindow, MediaClock
+from voxgate.gateway.webrtc.rtp import RtpOut
 
-__all__ = ["OPUS_SILENCE", "SessionAudioTrack", "TrackOptions", "TrackStats"]
+__all__ = ["OPUS_DTX", "OPUS_SILENCE", "SessionAudioTrack", "TrackOptions", "TrackStats"]
 
 # TOC 0xF8: config 31 (CELT-only, fullband, 20 ms), mono, one frame; 0xFF 0xFE codes the
 # CELT silence flag. Any Opus decoder turns it into 20 ms of zeros, whatever came before.
 OPUS_SILENCE = b"\xf8\xff\xfe"
+# The same TOC and no frame data: what libopus sends in DTX. WebRTC's Opus decoder takes
+# any payload of one or two bytes as DTX and plays comfort noise until the next packet.
+OPUS_DTX = b"\xf8"
+DTX_EVERY = 20  # slots between DTX packets: every 400 ms, as libopus sends them
+# Silence packets after a turn before DTX starts: 200 ms, as libopus waits. A receiver
+# holding a few frames back (aiortc's jitter buffer keeps 4) gets the turn's last audio
+# from the packets behind it, not 400 ms later from DTX frames.
+DTX_HANGOVER = 10
 TIME_BASE = fractions.Fraction(1, 48000)
 OpusPacket: TypeAlias = "av.Packet[Any]"  # PyAV's stub is generic in the stream type
 _READY_MAX = 4  # frames pulled but not yet taken by recv(): more means aiortc stopped reading
@@ -68,7 +87,7 @@ _WINDOW = 1024  # packets in the lateness window: 20 s at 50 packets/s
 
 @dataclass(frozen=True, slots=True)
 class TrackOptions:
-    """Opus settings and the playout buffer of a :class:`SessionAudioTrack`.
+    """Opus settings, DTX and the playout buffer of a :class:`SessionAudioTrack`.
 
     24 kbit/s codes 24 kHz speech as hybrid super-wideband (SILK + CELT). Complexity 5 is
     the knee (measured on espeak speech, 2-core reference machine): segmental SNR within
@@ -78,6 +97,7 @@ class TrackOptions:
 
     bitrate: int = 24000
     complexity: int = 5
+    dtx: bool = True  # quiet between turns; see "Talkspurts and DTX"
     playout: PlayoutOptions = field(default_factory=PlayoutOptions)
 
     def __post_init__(self) -> None:
@@ -98,23 +118,26 @@ class TrackStats:
     """Counters since the track started; percentiles over the last 1024 packets."""
 
     packets_sent: int
-    silent_packets: int  # no session audio: idle, prebuffering, underrun, after a barge-in
+    silent_packets: int  # sent without session audio: silence and DTX frames
     encoded_packets: int  # coded by libopus: audio, and each turn's first silent slot
-    dropped_frames: int  # pulled but never taken by aiortc (its sender stopped reading)
+    dropped_frames: int  # pulled but never sent (aiortc's sender stopped reading, or gone)
+    dtx_slots: int  # slots between turns that went unsent (DTX)
+    talkspurts: int  # times audio started after DTX, each re-timing the RTP clock
     underruns_upstream: int  # from the playout buffer: the session's audio was late
     underruns_gateway: int  # from the playout buffer: our tick was late with audio ready
     skipped_slots: int
-    timestamp: int  # pts of the last packet handed to aiortc, on the 48 kHz clock
-    send_late_p50_ms: float  # recv() returning a packet - the packet's due time
+    timestamp: int  # of the last packet sent, on the track's 48 kHz clock (no RTP origin)
+    send_late_p50_ms: float  # a packet handed over - its due time
     send_late_p99_ms: float
     send_late_max_ms: float
     first_audio_p50_ms: float  # a context's first push -> its first packet handed over
     first_audio_p99_ms: float
     turns: int  # first-audio samples taken
+    direct: bool  # packets go straight to the socket (RtpOut), not through recv()
 
 
 class _Packetizer:
-    """20 ms frames in, Opus ``av.Packet``s out; silence is the constant frame."""
+    """20 ms frames in, Opus payloads out; silence is the constant frame."""
 
     __slots__ = ("_codec", "_fmt", "_frame", "_rate", "_zeros", "encoded", "tail_context")
 
@@ -131,37 +154,42 @@ class _Packetizer:
         self.tail_context: str | None = None  # whose speech sits in libopus' lookahead
         self.encoded = 0
 
-    def packet(self, frame: Frame) -> OpusPacket:
+    def payload(self, frame: Frame) -> bytes:
         if not frame.silent:
             self.tail_context = frame.context_id
-            return self._encode(frame.pcm, frame.timestamp)
+            return self._encode(frame.pcm)
         if self.tail_context is not None:
             # The lookahead still holds the turn's last 6.5 ms: one coded silent frame
             # releases it, then a fresh state is opened at the next silent slot.
-            packet = self._encode(self._zeros, frame.timestamp)
+            payload = self._encode(self._zeros)
             self.reset()
-            return packet
+            return payload
         if self._codec is None:
             self._codec = open_libopus(self._fmt, self._rate)  # off the first-audio path
-        return _stamped(av.Packet(OPUS_SILENCE), frame.timestamp)
+        return OPUS_SILENCE
+
+    def warm(self) -> None:
+        """Open libopus now, off the first-audio path, if the last turn's state is gone."""
+        if self._codec is None and self.tail_context is None:
+            self._codec = open_libopus(self._fmt, self._rate)
 
     def reset(self) -> None:
         """Forget libopus' state: nothing it holds will ever be coded."""
         self._codec = None
         self.tail_context = None
 
-    def _encode(self, pcm: bytes, timestamp: int) -> OpusPacket:
+    def _encode(self, pcm: bytes) -> bytes:
         if self._codec is None:
             self._codec = open_libopus(self._fmt, self._rate)
         self._frame.planes[0].update(pcm)
         self.encoded += 1
         packets = self._codec.encode(self._frame)
         # FFmpeg's libopus wrapper answers every 20 ms frame with its packet at once.
-        packet = packets[0] if packets else av.Packet(OPUS_SILENCE)
-        return _stamped(packet, timestamp)
+        return bytes(packets[0]) if packets else OPUS_SILENCE
 
 
-def _stamped(packet: OpusPacket, timestamp: int) -> OpusPacket:
+def _stamped(payload: bytes, timestamp: int) -> OpusPacket:
+    packet = av.Packet(payload)
     packet.pts = timestamp
     # Exactly 1/48000: aiortc's pack() then takes pts as the RTP timestamp, no conversion.
     packet.time_base = TIME_BASE
@@ -175,7 +203,8 @@ class SessionAudioTrack(MediaStreamTrack):
     :meth:`push`; mark a turn's end with :meth:`end_of_turn`; stop audio at once with
     :meth:`interrupt`. The track ticks on ``clock`` (the process-wide one by default).
     Use it from one event loop. Its transceiver must send Opus: restrict it with
-    :func:`~voxgate.gateway.webrtc.sdp.send_opus_only` before the answer is made.
+    :func:`~voxgate.gateway.webrtc.sdp.send_opus_only`, and :meth:`bind` the track to
+    it, before the answer is made.
     """
 
     kind = "audio"
@@ -191,16 +220,34 @@ class SessionAudioTrack(MediaStreamTrack):
         self._timeline_start: float | None = None
         self._early: list[tuple[bytes, str, float] | str] = []  # pushes and ends before it
         self._early_bytes = 0
+        self._transceiver: RTCRtpTransceiver | None = None
+        self._out: RtpOut | None = None  # the direct path, once attached
+        self._ended: asyncio.Future[None] | None = None  # recv() waits on it when direct
         self._ready: deque[tuple[Frame, OpusPacket]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._silence = bytes(self.options.playout.frame_bytes)
         self._frame_ms = float(self.options.playout.frame_ms)
+        self._frame_s = self._frame_ms / 1000
+        self._ticks = self.options.playout.clock_rate * self.options.playout.frame_ms // 1000
+        # The track's 48 kHz clock is the buffer's slot timestamp plus ``_offset``; a
+        # talkspurt after DTX re-times it from ``_anchor`` (a timestamp and the monotonic
+        # time its slot was due) and never goes back past ``_last_timestamp`` + a frame.
+        self._offset = 0
+        self._anchor = (0, 0.0)
+        self._last_timestamp: int | None = None
+        self._quiet = 0  # idle slots in a row since the last talkspurt; 0 while talking
+        self._marker = False  # the next packet starts a talkspurt
         self._last_pcm: bytes | None = None
         self._played: dict[str, float] = {}
         self._first_push: dict[str, float] = {}
         self._late = LatencyWindow(_WINDOW)
         self._first_audio = LatencyWindow(_WINDOW)
         self._sent = self._silent = self._dropped = self._timestamp = 0
+        self._dtx_slots = self._talkspurts = 0
+
+    def bind(self, transceiver: RTCRtpTransceiver) -> None:
+        """Send on ``transceiver`` directly (see "Packet path"); call before the answer."""
+        self._transceiver = transceiver
 
     # -- audio in ---------------------------------------------------------------------
 
@@ -208,14 +255,20 @@ class SessionAudioTrack(MediaStreamTrack):
         """Queue PCM of ``context_id`` starting at ``media_ms``; returns the bytes taken.
 
         Fewer than offered means the buffer is full: keep the rest, stop reading the
-        session until :attr:`room_bytes` is non-zero again, then push the rest.
+        session until :attr:`room_bytes` is non-zero again, then push the rest. Between
+        turns (DTX), the turn's first frame is sent from here, before this returns.
         """
         if self._buffer is None:
             return self._push_early(pcm, context_id, media_ms)
         now = time.monotonic()
         if context_id not in self._played and context_id not in self._first_push:
             _remember(self._first_push, context_id, now)
-        return self._buffer.push(pcm, now, context_id=context_id, media_ms=media_ms)
+        taken = self._buffer.push(pcm, now, context_id=context_id, media_ms=media_ms)
+        if self._quiet and not _sends_quiet_slot(self._quiet - 1) and self.readyState == "live":
+            frame = self._buffer.pull_now(now)
+            if frame is not None:
+                self._emit(frame, now)
+        return taken
 
     def end_of_turn(self, context_id: str) -> None:
         """The session delivered all of ``context_id``'s audio: play the rest, then idle."""
@@ -227,7 +280,7 @@ class SessionAudioTrack(MediaStreamTrack):
     def interrupt(self, context_id: str | None = None) -> None:
         """Barge-in: drop the queued audio of one context (or all) and libopus' lookahead.
 
-        The next packet handed to aiortc is silence or audio of another context; use
+        The next packet sent is silence or audio of another context; use
         :meth:`played_ms` for how much of ``context_id`` went out.
         """
         if self._buffer is None:
@@ -235,12 +288,12 @@ class SessionAudioTrack(MediaStreamTrack):
             self._early_bytes = sum(len(op[0]) for op in self._early if isinstance(op, tuple))
             return
         self._buffer.clear(context_id)
-        for i, (frame, _) in enumerate(self._ready):
+        for i, (frame, packet) in enumerate(self._ready):
             if not frame.silent and context_id in (None, frame.context_id):
                 silent = dataclasses.replace(
                     frame, pcm=self._silence, silent=True, context_id=None, media_ms=None
                 )
-                self._ready[i] = (silent, _stamped(av.Packet(OPUS_SILENCE), frame.timestamp))
+                self._ready[i] = (silent, _stamped(OPUS_SILENCE, int(packet.pts or 0)))
         if context_id is None or context_id == self._packetizer.tail_context:
             self._packetizer.reset()
         if context_id is None:
@@ -265,7 +318,7 @@ class SessionAudioTrack(MediaStreamTrack):
     # -- what went out ----------------------------------------------------------------
 
     def played_ms(self, context_id: str) -> float:
-        """End of ``context_id``'s audio handed to aiortc so far, on its media timeline.
+        """End of ``context_id``'s audio sent so far, on its media timeline.
 
         The position of the last non-silent frame sent plus its 20 ms; 0.0 if none went.
         """
@@ -273,8 +326,8 @@ class SessionAudioTrack(MediaStreamTrack):
 
     @property
     def timeline_start(self) -> float | None:
-        """Monotonic due time of the slot with ``pts`` 0; slot ``pts`` is due at
-        ``timeline_start + pts / 48000``. None until aiortc starts reading."""
+        """Monotonic due time of the playout buffer's first slot; None until aiortc
+        starts reading."""
         return self._timeline_start
 
     @property
@@ -294,6 +347,8 @@ class SessionAudioTrack(MediaStreamTrack):
             silent_packets=self._silent,
             encoded_packets=self._packetizer.encoded,
             dropped_frames=self._dropped,
+            dtx_slots=self._dtx_slots,
+            talkspurts=self._talkspurts,
             underruns_upstream=buffer.underruns_upstream if buffer else 0,
             underruns_gateway=buffer.underruns_gateway if buffer else 0,
             skipped_slots=buffer.skipped_slots if buffer else 0,
@@ -304,15 +359,19 @@ class SessionAudioTrack(MediaStreamTrack):
             first_audio_p50_ms=self._first_audio.percentile_ms(50),
             first_audio_p99_ms=self._first_audio.percentile_ms(99),
             turns=self._first_audio.count,
+            direct=self._out is not None,
         )
 
     # -- aiortc side ------------------------------------------------------------------
 
     async def recv(self) -> OpusPacket:
         """The next 20 ms Opus packet, returned as soon as its tick made it. Called by
-        aiortc's sender task."""
+        aiortc's sender task; on the direct path it waits until the track ends."""
         if self._buffer is None:
             self._start()
+        if self._ended is not None:
+            await asyncio.shield(self._ended)
+            raise MediaStreamError
         while not self._ready:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -322,23 +381,15 @@ class SessionAudioTrack(MediaStreamTrack):
             finally:
                 self._waiter = None
         frame, packet = self._ready.popleft()
-        now = time.monotonic()
-        self._late.add(now - frame.due)
-        self._count(frame, now)
+        self._sent_frame(frame, int(packet.pts or 0), time.monotonic())
         return packet
 
     def tick(self, now: float) -> None:
-        """Pull and encode the frame due at ``now``; wake ``recv()``. Called by the clock."""
+        """Pull, code and send the frame due at ``now``. Called by the clock."""
         assert self._buffer is not None
         frame = self._buffer.pull(now)
-        if frame is None:
-            return
-        if len(self._ready) >= _READY_MAX:
-            self._ready.popleft()
-            self._dropped += 1
-        self._ready.append((frame, self._packetizer.packet(frame)))
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if frame is not None:
+            self._emit(frame, now)
 
     def stop(self) -> None:
         """End the track: leave the clock, drop queued audio, end ``recv()``."""
@@ -348,14 +399,21 @@ class SessionAudioTrack(MediaStreamTrack):
         self._packetizer.reset()  # frees libopus' state
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # recv() sees the track ended and raises
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     # -- internals --------------------------------------------------------------------
 
     def _start(self) -> None:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._transceiver is not None:
+            self._out = RtpOut.attach(self._transceiver)
+            if self._out is not None:
+                self._ended = asyncio.get_running_loop().create_future()
         now = time.monotonic()
         self._timeline_start = self._clock.register(self)
+        self._anchor = (0, self._timeline_start)
         self._buffer = PlayoutBuffer(self.options.playout, self._timeline_start)
         for op in self._early:
             if isinstance(op, str):
@@ -364,6 +422,59 @@ class SessionAudioTrack(MediaStreamTrack):
                 self._buffer.push(op[0], now, context_id=op[1], media_ms=op[2])
         self._early.clear()
         self._early_bytes = 0
+
+    def _emit(self, frame: Frame, now: float) -> None:
+        """Send ``frame`` (or, between turns, only what DTX sends of it)."""
+        assert self._buffer is not None
+        if not frame.silent:
+            if self._quiet and not _sends_quiet_slot(self._quiet - 1):
+                self._retime(frame, now)  # unsent slots went by: a talkspurt starts
+            self._quiet = 0
+        elif not self.options.dtx or self._buffer.playing:
+            self._quiet = 0  # an underrun mid-turn, or DTX off: silence every slot
+        else:
+            quiet = self._quiet
+            self._quiet += 1
+            if not _sends_quiet_slot(quiet):
+                self._dtx_slots += 1
+                self._packetizer.warm()  # a fresh state for the next turn's first frame
+                return
+            if quiet >= DTX_HANGOVER:
+                self._send(frame, OPUS_DTX)
+                return
+        self._send(frame, self._packetizer.payload(frame))
+
+    def _retime(self, frame: Frame, now: float) -> None:
+        """Start the 48 kHz clock of a talkspurt at ``frame``: on time against the last
+        one's clock (never overlapping its packets), later frames on the grid after it."""
+        assert self._buffer is not None
+        anchor_timestamp, anchor_due = self._anchor
+        timestamp = anchor_timestamp + round((now - anchor_due) * 48000)
+        if self._last_timestamp is not None:
+            timestamp = max(timestamp, self._last_timestamp + self._ticks)
+        self._offset = timestamp - frame.timestamp
+        # Later frames are due on the grid: the next slot's due time, less a frame, is
+        # this one's slot on it (for ``pull_now`` a little before ``now``).
+        self._anchor = (timestamp, self._buffer.next_due() - self._frame_s)
+        self._marker = True
+        self._talkspurts += 1
+
+    def _send(self, frame: Frame, payload: bytes) -> None:
+        timestamp = frame.timestamp + self._offset
+        self._last_timestamp = timestamp
+        marker, self._marker = self._marker, False
+        if self._out is not None:
+            if self._out.send(payload, timestamp, marker=marker):
+                self._sent_frame(frame, timestamp, time.monotonic())
+            else:
+                self._dropped += 1
+            return
+        if len(self._ready) >= _READY_MAX:
+            self._ready.popleft()
+            self._dropped += 1
+        self._ready.append((frame, _stamped(payload, timestamp)))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _early_capacity(self) -> int:
         playout = self.options.playout
@@ -379,9 +490,10 @@ class SessionAudioTrack(MediaStreamTrack):
             self._early_bytes += size
         return size
 
-    def _count(self, frame: Frame, now: float) -> None:
+    def _sent_frame(self, frame: Frame, timestamp: int, now: float) -> None:
         self._sent += 1
-        self._timestamp = frame.timestamp
+        self._timestamp = timestamp
+        self._late.add(now - frame.due)
         if frame.silent or frame.context_id is None:
             self._silent += 1
             self._last_pcm = None
@@ -392,6 +504,12 @@ class SessionAudioTrack(MediaStreamTrack):
         pushed = self._first_push.pop(context_id, None)
         if pushed is not None:
             self._first_audio.add(now - pushed)
+
+
+def _sends_quiet_slot(quiet: int) -> bool:
+    """Whether the ``quiet``-th idle slot in a row (from 0) sends a packet: the hangover's
+    silence packets, then a DTX frame every ``DTX_EVERY`` slots."""
+    return quiet <= DTX_HANGOVER or (quiet - DTX_HANGOVER) % DTX_EVERY == 0
 
 
 def _belongs(op: tuple[bytes, str, float] | str, context_id: str | None) -> bool:

@@ -1,0 +1,94 @@
+"""RtpOut's packets, read back by aiortc's own RTP parser; attach declines what it does not know."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from voxgate.gateway.webrtc.rtp import RtpOut
+
+
+class Socket:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+class ClearSrtp:
+    """Stands in for libsrtp only here: protect() returns the packet as is, so the test
+    can read the header RtpOut built. The real session is exercised by the peer tests."""
+
+    def protect(self, data: bytes) -> bytes:
+        return data
+
+
+class Sender:
+    def __init__(self) -> None:
+        self._RTCRtpSender__ntp_timestamp = 0
+        self._RTCRtpSender__rtp_timestamp = 0
+        self._RTCRtpSender__octet_count = 0
+        self._RTCRtpSender__packet_count = 0
+
+
+def make_out(socket: Socket, *, state: str = "connected", nominated: bool = True) -> Any:
+    pair = SimpleNamespace(protocol=SimpleNamespace(transport=socket), remote_addr=("h", 9))
+    return RtpOut(
+        sender=Sender(),
+        dtls=SimpleNamespace(state=state),
+        srtp=ClearSrtp(),
+        ice=SimpleNamespace(_nominated={1: pair} if nominated else {}),
+        payload_type=111,
+        ssrc=0x1234ABCD,
+        mid=(1, "0"),
+        seq=65535,
+        timestamp_origin=0xFFFFFF00,
+    )
+
+
+def parse(data: bytes) -> RtpPacket:
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")
+            ]
+        )
+    )
+    return RtpPacket.parse(data, extensions)
+
+
+def test_packets_read_back_with_mid_marker_and_wrapping_counters() -> None:
+    socket = Socket()
+    out = make_out(socket)
+    assert out.send(b"\xf8\xff\xfe", 0, marker=True)
+    assert out.send(b"opus-bytes", 960)
+    first, second = (parse(data) for data, _ in socket.sent)
+    assert (first.payload_type, first.ssrc, first.marker) == (111, 0x1234ABCD, 1)
+    assert (first.sequence_number, second.sequence_number) == (65535, 0)  # wraps at 16 bits
+    assert (first.timestamp, second.timestamp) == (0xFFFFFF00, (0xFFFFFF00 + 960) % (1 << 32))
+    assert first.extensions.mid == "0"
+    assert second.extensions.mid == "0"
+    assert (second.marker, second.payload) == (0, b"opus-bytes")
+    assert socket.sent[0][1] == ("h", 9)
+    assert out.packets_sent == 2
+    # The sender's RTCP reports read these.
+    assert out._sender._RTCRtpSender__packet_count == 2
+    assert out._sender._RTCRtpSender__octet_count == 13
+    assert out._sender._RTCRtpSender__rtp_timestamp == second.timestamp
+
+
+def test_nothing_is_sent_before_ice_nominates_or_after_dtls_closes() -> None:
+    socket = Socket()
+    assert not make_out(socket, nominated=False).send(b"x", 0)
+    assert not make_out(socket, state="closed").send(b"x", 0)
+    assert socket.sent == []
+
+
+def test_attach_declines_a_transceiver_it_does_not_know() -> None:
+    transceiver: Any = SimpleNamespace(sender=SimpleNamespace(transport=None))
+    assert RtpOut.attach(transceiver) is None
