@@ -3,10 +3,11 @@
 **Packet path.** The shared :class:`~voxgate.gateway.webrtc.clock.MediaClock` calls
 ``tick`` on this track's phase; ``tick`` pulls the due frame from the
 :class:`~voxgate.codecs.playout.PlayoutBuffer`, codes it with libopus (fed the session's
-24 kHz directly; the RTP clock stays 48 kHz) and sends it. Once the transceiver is known
-(:meth:`SessionAudioTrack.bind`) the packet goes straight to the socket through
-:class:`~voxgate.gateway.webrtc.rtp.RtpOut`, in the same tick; aiortc's sender task then
-only waits in ``recv()`` until the track ends. Unbound (or when aiortc's internals are not
+24 kHz directly; the RTP clock stays 48 kHz) and, once the transceiver is known
+(:meth:`SessionAudioTrack.bind`), sends it straight to the socket through
+:class:`~voxgate.gateway.webrtc.rtp.RtpOut` right after a batch of ticks (the clock's
+"Batched sends"); aiortc's sender task then only waits in ``recv()`` until the track ends.
+Unbound (or when aiortc's internals are not
 what ``RtpOut`` knows), ``recv()`` returns the ready ``av.Packet`` (``pts`` on the 48 kHz
 clock) and aiortc's ``pack()`` path sends it: no resampling to 48 kHz stereo, no
 96 kbit/s re-encode in a worker thread, no per-sample level loop, but a task wake-up and
@@ -21,10 +22,12 @@ talkspurt (as libopus' own DTX waits), then a one-byte DTX frame, repeated every
 tells the receiver to play comfort noise. The next turn then needs no free slot: its first
 frame is sent the moment its audio is there (``PlayoutBuffer.pull_now``), with the marker
 bit and an RTP timestamp that moved on by the real time elapsed, and its later frames
-follow on the clock's grid.
-The re-timing never makes a packet look late to the receiver: the first packet is on time
-against the previous talkspurt's clock, and the following ones are on time or early (by
-under a frame) against the first. With ``dtx`` off, silence packets go out every 20 ms
+follow on the clock's grid. The re-timing never makes a packet look late to the receiver:
+the first packet is on time against the previous talkspurt's clock (at most 2.5 ms early
+when it follows a DTX frame at once, as the DTX frame spans 2.5 ms), and the following
+ones are on time or early (by under a frame) against the first. A turn that starts within
+the 200 ms of silence packets waits for its slot: the receiver is still playing that clock,
+so sending sooner would gain nothing. With ``dtx`` off, silence packets go out every 20 ms
 between turns too and a turn's first frame waits for the next slot (0-20 ms).
 
 **Silence costs no encode.** A silence packet is a constant three-byte Opus frame (CELT,
@@ -70,9 +73,12 @@ __all__ = ["OPUS_DTX", "OPUS_SILENCE", "SessionAudioTrack", "TrackOptions", "Tra
 # TOC 0xF8: config 31 (CELT-only, fullband, 20 ms), mono, one frame; 0xFF 0xFE codes the
 # CELT silence flag. Any Opus decoder turns it into 20 ms of zeros, whatever came before.
 OPUS_SILENCE = b"\xf8\xff\xfe"
-# The same TOC and no frame data: what libopus sends in DTX. WebRTC's Opus decoder takes
-# any payload of one or two bytes as DTX and plays comfort noise until the next packet.
-OPUS_DTX = b"\xf8"
+# A TOC byte and no frame data, as libopus sends in DTX. WebRTC's Opus decoder takes any
+# payload of one or two bytes as DTX and plays comfort noise until the next packet. The TOC
+# says 2.5 ms (config 28: CELT, fullband, 2.5 ms), so the packet holds 2.5 ms of the RTP
+# clock, not 20: a turn starting in the slot after it need not wait for the next one.
+OPUS_DTX = b"\xe0"
+DTX_TICKS = 120  # what OPUS_DTX spans on the 48 kHz clock
 DTX_EVERY = 20  # slots between DTX packets: every 400 ms, as libopus sends them
 # Silence packets after a turn before DTX starts: 200 ms, as libopus waits. A receiver
 # holding a few frames back (aiortc's jitter buffer keeps 4) gets the turn's last audio
@@ -222,6 +228,7 @@ class SessionAudioTrack(MediaStreamTrack):
         self._early_bytes = 0
         self._transceiver: RTCRtpTransceiver | None = None
         self._out: RtpOut | None = None  # the direct path, once attached
+        self._pending: tuple[Frame, bytes, int, bool] | None = None  # for flush()
         self._ended: asyncio.Future[None] | None = None  # recv() waits on it when direct
         self._ready: deque[tuple[Frame, OpusPacket]] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -231,10 +238,10 @@ class SessionAudioTrack(MediaStreamTrack):
         self._ticks = self.options.playout.clock_rate * self.options.playout.frame_ms // 1000
         # The track's 48 kHz clock is the buffer's slot timestamp plus ``_offset``; a
         # talkspurt after DTX re-times it from ``_anchor`` (a timestamp and the monotonic
-        # time its slot was due) and never goes back past ``_last_timestamp`` + a frame.
+        # time its slot was due) and never goes back into the last packet's span.
         self._offset = 0
         self._anchor = (0, 0.0)
-        self._last_timestamp: int | None = None
+        self._last_end: int | None = None  # the last packet's timestamp + what it spans
         self._quiet = 0  # idle slots in a row since the last talkspurt; 0 while talking
         self._marker = False  # the next packet starts a talkspurt
         self._last_pcm: bytes | None = None
@@ -264,10 +271,11 @@ class SessionAudioTrack(MediaStreamTrack):
         if context_id not in self._played and context_id not in self._first_push:
             _remember(self._first_push, context_id, now)
         taken = self._buffer.push(pcm, now, context_id=context_id, media_ms=media_ms)
-        if self._quiet and not _sends_quiet_slot(self._quiet - 1) and self.readyState == "live":
+        if self._quiet > DTX_HANGOVER and self.readyState == "live":
             frame = self._buffer.pull_now(now)
             if frame is not None:
                 self._emit(frame, now)
+                self.flush()
         return taken
 
     def end_of_turn(self, context_id: str) -> None:
@@ -384,12 +392,26 @@ class SessionAudioTrack(MediaStreamTrack):
         self._sent_frame(frame, int(packet.pts or 0), time.monotonic())
         return packet
 
-    def tick(self, now: float) -> None:
-        """Pull, code and send the frame due at ``now``. Called by the clock."""
+    def tick(self, now: float) -> bool:
+        """Pull and code the frame due at ``now``; True when :meth:`flush` has a packet to
+        send (the direct path). Called by the clock."""
         assert self._buffer is not None
         frame = self._buffer.pull(now)
         if frame is not None:
             self._emit(frame, now)
+        return self._pending is not None
+
+    def flush(self) -> None:
+        """Send the packet the last tick prepared on the direct path. Called by the clock
+        after a batch of ticks."""
+        pending, self._pending = self._pending, None
+        if pending is None or self._out is None:
+            return
+        frame, payload, timestamp, marker = pending
+        if self._out.send(payload, timestamp, marker=marker):
+            self._sent_frame(frame, timestamp, time.monotonic())
+        else:
+            self._dropped += 1
 
     def stop(self) -> None:
         """End the track: leave the clock, drop queued audio, end ``recv()``."""
@@ -427,8 +449,8 @@ class SessionAudioTrack(MediaStreamTrack):
         """Send ``frame`` (or, between turns, only what DTX sends of it)."""
         assert self._buffer is not None
         if not frame.silent:
-            if self._quiet and not _sends_quiet_slot(self._quiet - 1):
-                self._retime(frame, now)  # unsent slots went by: a talkspurt starts
+            if self._quiet > DTX_HANGOVER:
+                self._retime(frame, now)  # out of DTX: a talkspurt starts
             self._quiet = 0
         elif not self.options.dtx or self._buffer.playing:
             self._quiet = 0  # an underrun mid-turn, or DTX off: silence every slot
@@ -450,8 +472,8 @@ class SessionAudioTrack(MediaStreamTrack):
         assert self._buffer is not None
         anchor_timestamp, anchor_due = self._anchor
         timestamp = anchor_timestamp + round((now - anchor_due) * 48000)
-        if self._last_timestamp is not None:
-            timestamp = max(timestamp, self._last_timestamp + self._ticks)
+        if self._last_end is not None:
+            timestamp = max(timestamp, self._last_end)
         self._offset = timestamp - frame.timestamp
         # Later frames are due on the grid: the next slot's due time, less a frame, is
         # this one's slot on it (for ``pull_now`` a little before ``now``).
@@ -461,13 +483,12 @@ class SessionAudioTrack(MediaStreamTrack):
 
     def _send(self, frame: Frame, payload: bytes) -> None:
         timestamp = frame.timestamp + self._offset
-        self._last_timestamp = timestamp
+        self._last_end = timestamp + (DTX_TICKS if payload is OPUS_DTX else self._ticks)
         marker, self._marker = self._marker, False
         if self._out is not None:
-            if self._out.send(payload, timestamp, marker=marker):
-                self._sent_frame(frame, timestamp, time.monotonic())
-            else:
-                self._dropped += 1
+            if self._pending is not None:
+                self._dropped += 1  # never flushed: cannot happen with the clock
+            self._pending = (frame, payload, timestamp, marker)
             return
         if len(self._ready) >= _READY_MAX:
             self._ready.popleft()
