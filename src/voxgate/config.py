@@ -150,6 +150,29 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("VOXGATE_TURN_USERNAME", "", "Username for the TURN server", "turn_username"),
     Setting("VOXGATE_TURN_CREDENTIAL", "", "Credential for the TURN server", "turn_credential"),
+    Setting(
+        "VOXGATE_WEBRTC_OPUS_BITRATE",
+        "24000",
+        "Opus bitrate (bit/s) of WebRTC audio, 6000-510000",
+        "webrtc_opus_bitrate",
+        int,
+    ),
+    Setting(
+        "VOXGATE_WEBRTC_OPUS_COMPLEXITY",
+        "5",
+        "libopus complexity 0-10 of WebRTC audio: 5 codes speech within 0.1 dB of 10; "
+        "1 halves the encode CPU (more streams per core) for about 0.5 dB",
+        "webrtc_opus_complexity",
+        int,
+    ),
+    Setting(
+        "VOXGATE_WEBRTC_DTX",
+        "true",
+        "Quiet between turns (Opus DTX) so a turn's first audio goes out at once; "
+        "false = a packet every 20 ms throughout",
+        "webrtc_dtx",
+        _bool,
+    ),
     Setting("VOXGATE_LOG_FORMAT", "text", "`text` or `json` (one object per line)", "log_format"),
     Setting(
         "VOXTRAL_API_KEY",
@@ -213,6 +236,9 @@ class Settings:
     turn_url: str = ""
     turn_username: str = ""
     turn_credential: str = ""
+    webrtc_opus_bitrate: int = 24000
+    webrtc_opus_complexity: int = 5
+    webrtc_dtx: bool = True
     log_format: str = "text"
     local_api_keys: tuple[str, ...] = ()
 
@@ -231,6 +257,10 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if not 6000 <= self.webrtc_opus_bitrate <= 510_000:
+            raise ConfigError("VOXGATE_WEBRTC_OPUS_BITRATE must be 6000-510000")
+        if not 0 <= self.webrtc_opus_complexity <= 10:
+            raise ConfigError("VOXGATE_WEBRTC_OPUS_COMPLEXITY must be 0-10")
 
     @property
     def uses_embedded_engine(self) -> bool:

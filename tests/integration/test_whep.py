@@ -255,3 +255,35 @@ async def test_whep_errors(
     assert gateway.services.live_sessions == {} or all(
         c.webrtc is None for c in gateway.services.live_sessions.values()
     )
+
+
+async def test_opus_settings_and_dtx_off_reach_the_track(target: Target) -> None:
+    async with (
+        running_gateway(
+            target, webrtc_opus_bitrate=16000, webrtc_opus_complexity=1, webrtc_dtx=False
+        ) as gateway,
+        aiohttp.ClientSession() as http,
+    ):
+        ws = await http.ws_connect(
+            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
+        )
+        received = await receive_until(ws, "session.created", Received())
+        session_id = received.of("session.created")[0]["session_id"]
+        listener = Listener()
+        response = await post_offer(
+            http,
+            f"{gateway.url}/v1/sessions/{session_id}/whep",
+            await listener.offer(),
+            gateway.api_key,
+        )
+        assert "maxaveragebitrate=16000" in await response.text()
+        await listener.answer(await response.text())
+        await wait_for(lambda: listener.pc.connectionState == "connected")
+        await asyncio.sleep(1.0)  # idle, DTX off: a packet every 20 ms all the same
+        track = gateway.services.live_sessions[session_id].webrtc
+        assert track is not None
+        assert (track.options.bitrate, track.options.complexity) == (16000, 1)
+        assert track.stats.dtx_slots == 0
+        assert track.stats.silent_packets > 40
+        await listener.close()
+        await ws.close()

@@ -137,7 +137,14 @@ class WhepEndpoint:
         self, offer: str, session_id: str | None, principal: Principal, *, owns_session: bool
     ) -> WhepResource:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
-        track = SessionAudioTrack(TrackOptions())
+        settings = self.services.settings
+        track = SessionAudioTrack(
+            TrackOptions(
+                bitrate=settings.webrtc_opus_bitrate,
+                complexity=settings.webrtc_opus_complexity,
+                dtx=settings.webrtc_dtx,
+            )
+        )
         worker = self.services.worker
         resource_id = secrets.token_urlsafe(12)
         resource = WhepResource(
