@@ -47,7 +47,9 @@ INBOUND_AUDIO = """async () => {
     if (r.type === 'inbound-rtp' && r.kind === 'audio') {
       return {packets: r.packetsReceived, samples: r.totalSamplesReceived,
               level: r.audioLevel ?? 0, energy: r.totalAudioEnergy ?? 0,
-              duration: r.totalSamplesDuration ?? 0};
+              duration: r.totalSamplesDuration ?? 0, lost: r.packetsLost ?? 0,
+              discarded: r.packetsDiscarded ?? 0,
+              delay: r.jitterBufferDelay ?? 0, emitted: r.jitterBufferEmittedCount ?? 0};
     }
   }
   return null;
@@ -187,6 +189,13 @@ async def test_speak_plays_audio_that_the_browser_receives(tab: Page, gateway: G
     await tab.wait_for_function("window.voxgate.turn?.outcome === 'done'", timeout=15_000)
     spoken = await turn(tab)
     assert 0 < spoken["ttfaMs"] < 2000
+    # The turn started out of DTX, re-timing the RTP clock: Chromium's NetEq lost and
+    # discarded nothing, and its jitter buffer stayed short.
+    done = await inbound_audio(tab)
+    print("inbound-rtp:", done)
+    assert done["lost"] == 0
+    assert done["discarded"] == 0
+    assert done["delay"] / max(done["emitted"], 1) < 0.15
     await expect(tab.locator("#ttfa")).to_have_text(f"{js_round(spoken['ttfaMs'])} ms")
     characters = spoken["usage"]["characters"]
     assert 0 < characters <= len(SHORT_TEXT)
