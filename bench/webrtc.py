@@ -40,7 +40,7 @@ sent from the push itself; one that starts within the 200 ms of silence packets 
 last turn waits for its stream's next slot (0-20 ms).
 
     python bench/webrtc.py [--quick] [--seconds 8] [--max-streams 400] [--workers 1 2]
-                           [--bitrate 24000] [--complexity 5]
+                           [--bitrate 24000] [--complexity 5] [--phases 4]
 
 Only loopback addresses are used; every wait is bounded in time and every loop in count.
 The figures depend on the machine being otherwise idle: each level prints the load average
@@ -68,7 +68,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
 from voxgate.codecs.playout import Frame
-from voxgate.gateway.webrtc.clock import MediaClock
+from voxgate.gateway.webrtc.clock import PHASES, MediaClock
 from voxgate.gateway.webrtc.sdp import send_opus_only
 from voxgate.gateway.webrtc.track import DTX_HANGOVER, SessionAudioTrack, TrackOptions
 
@@ -368,11 +368,13 @@ class Sender:
     def voxgate(self) -> list[MeasuredTrack]:
         return [t for t in self.tracks if isinstance(t, MeasuredTrack)]
 
-    async def setup(self, arm: str, offers: list[str], options: TrackOptions) -> list[str]:
+    async def setup(
+        self, arm: str, offers: list[str], options: TrackOptions, phases: int
+    ) -> list[str]:
         if arm == "stock":
             self.tracks = [StockTrack(self.frames) for _ in offers]
         else:
-            self.clock = MediaClock()
+            self.clock = MediaClock(phases=phases)
             self.tracks = [MeasuredTrack(options, clock=self.clock) for _ in offers]
         self.pcs = [peer() for _ in offers]
 
@@ -517,7 +519,8 @@ class Level:
 class Bench:
     """The receivers' process and a pool of sender processes, driven over pipes."""
 
-    def __init__(self, frames: np.ndarray, workers: int) -> None:
+    def __init__(self, frames: np.ndarray, workers: int, phases: int) -> None:
+        self.phases = phases
         context = multiprocessing.get_context("spawn")
         self.receivers, child = context.Pipe()
         self._processes = [context.Process(target=receiver_main, args=(child,), daemon=True)]
@@ -546,7 +549,10 @@ class Bench:
         offers = await call(self.receivers, "offers", n)
         shares = [offers[i::workers] for i in range(workers)]
         answers = await asyncio.gather(
-            *(call(c, "setup", (arm, s, options)) for c, s in zip(senders, shares, strict=True))
+            *(
+                call(c, "setup", (arm, s, options, self.phases))
+                for c, s in zip(senders, shares, strict=True)
+            )
         )
         ordered = [None] * n
         for i, share in enumerate(answers):
@@ -652,13 +658,14 @@ async def run(args: argparse.Namespace) -> None:
     frames = (await speech()).reshape(-1, FRAME)
     levels = [n for n in LEVELS if n <= args.max_streams]
     arms = [("voxgate", w) for w in args.workers] + [("stock", 1)]
-    bench = Bench(frames, max(args.workers))
+    bench = Bench(frames, max(args.workers), args.phases)
     bare: dict[int, tuple[float, float]] = {}
     results: list[Level] = []
     print(
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; opus {args.bitrate} bit/s "
         f"complexity {args.complexity}; {len(frames) / 50:.1f} s of speech; "
-        f"{args.seconds:g} s per level; voxgate/W = W sender processes"
+        f"{args.seconds:g} s per level; voxgate/W = W sender processes, "
+        f"{args.phases} clock phases each"
     )
     try:
         # Warm-up, not reported: the first level after start-up pays for first-use paths.
@@ -731,6 +738,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="voxgate arms: sender processes"
     )
+    parser.add_argument("--phases", type=int, default=PHASES, help="media clock phases")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
@@ -35,11 +36,11 @@ class Sender:
         self._RTCRtpSender__packet_count = 0
 
 
-def make_out(socket: Socket, *, state: str = "connected", nominated: bool = True) -> Any:
+def make_out(socket: Socket, *, nominated: bool = True) -> Any:
     pair = SimpleNamespace(protocol=SimpleNamespace(transport=socket), remote_addr=("h", 9))
     return RtpOut(
         sender=Sender(),
-        dtls=SimpleNamespace(state=state),
+        dtls=SimpleNamespace(state="connected", _state=State.CONNECTED),
         srtp=ClearSrtp(),
         ice=SimpleNamespace(_nominated={1: pair} if nominated else {}),
         payload_type=111,
@@ -85,7 +86,9 @@ def test_packets_read_back_with_mid_marker_and_wrapping_counters() -> None:
 def test_nothing_is_sent_before_ice_nominates_or_after_dtls_closes() -> None:
     socket = Socket()
     assert not make_out(socket, nominated=False).send(b"x", 0)
-    assert not make_out(socket, state="closed").send(b"x", 0)
+    closed = make_out(socket)
+    closed._dtls._state = State.CLOSED
+    assert not closed.send(b"x", 0)
     assert socket.sent == []
 
 

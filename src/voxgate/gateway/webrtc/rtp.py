@@ -59,6 +59,7 @@ class RtpOut:
     """
 
     __slots__ = (
+        "_connected",
         "_dtls",
         "_extension",
         "_first_byte",
@@ -88,6 +89,9 @@ class RtpOut:
     ) -> None:
         self._sender = sender
         self._dtls = dtls
+        # The DTLS state as it is now (connected): compared by identity per packet, which
+        # costs nothing, where the public ``state`` formats an enum each time.
+        self._connected = dtls._state
         self._srtp = srtp
         self._ice = ice
         self._payload_type = payload_type
@@ -101,9 +105,9 @@ class RtpOut:
 
     @classmethod
     def attach(cls, transceiver: RTCRtpTransceiver) -> RtpOut | None:
-        """A direct sender for ``transceiver``'s negotiated Opus stream, or None when
-        aiortc's internals are not what this module knows (then send through ``recv()``).
-        """
+        """A direct sender for ``transceiver``'s negotiated Opus stream, or None when DTLS
+        is not up or aiortc's internals are not what this module knows (then send through
+        ``recv()``)."""
         sender = transceiver.sender
         try:
             dtls = sender.transport
@@ -113,6 +117,8 @@ class RtpOut:
             extensions = transceiver._headerExtensions
             ssrc = sender._ssrc
             if srtp is None or not codecs or not isinstance(ice._nominated, dict):
+                return None
+            if dtls.state != "connected" or dtls._state is None:
                 return None
             if not all(hasattr(sender, name) for name in _REPORT_COUNTERS):
                 return None
@@ -145,7 +151,7 @@ class RtpOut:
     def send(self, payload: bytes, timestamp: int, *, marker: bool = False) -> bool:
         """Protect and send one packet; False when the connection is gone (nothing sent)."""
         pair = self._ice._nominated.get(1)
-        if pair is None or self._dtls.state != "connected":
+        if pair is None or self._dtls._state is not self._connected:
             return False
         rtp_timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
         header = _HEADER.pack(
