@@ -221,8 +221,14 @@ async def test_received_audio_matches_and_cadence_is_steady(
         await push_all(track, second_turn, "turn-2", piece=960)
         await wait_for(lambda: track.played_ms("turn-2") >= 1000, 5)
         await asyncio.sleep(0.3)  # the receiver's jitter buffer holds a few frames
+        # aiortc's own stats (and its RTCP sender reports) count the direct path's packets.
+        report = await link.sender.getStats()
+        outbound = [r for r in report.values() if r.type == "outbound-rtp"]
+        sent = track.stats.packets_sent
     finally:
         await link.close()
+    assert len(outbound) == 1
+    assert sent - 1 <= outbound[0].packetsSent <= sent  # a DTX frame may go in between
     stats = track.stats
     print(stats)
     assert stats.direct
