@@ -20,9 +20,11 @@ plain single tick.
 **Batched sends.** A stream's ``tick`` prepares its packet and ``flush`` sends it; the
 clock ticks up to ``SEND_BATCH`` streams of a phase, then flushes them back to back. The
 encodes run together with libopus' code and tables hot in the caches, and the sends leave
-together rather than each between two encodes: at 20 streams that measured 25 % less CPU
-per stream than encode-and-send per stream (bench/webrtc.py, one process). A packet waits
-at most for the batch's other encodes (about 1.5 ms for 8 at complexity 5).
+together rather than each between two encodes. At 20 streams that measured 25 % less CPU
+per stream than encode-and-send per stream while the receivers (on the same machine) were
+woken by every datagram; with receivers that poll, the difference was within this VM's
+noise. A packet waits at most for the batch's other encodes (about 1.5 ms for 8 at
+complexity 5).
 
 **Precision.** A step runs within about half a millisecond of its due time, early or late
 (see ``AIM_EARLY_S``); its lateness is measured against the due time.
