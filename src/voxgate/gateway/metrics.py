@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WebrtcSample:
+    """The WebRTC side of the process at one instant, read when ``/metrics`` is scraped."""
+
+    peers: int  # WHEP resources live
+    packets_sent: int  # by the live peers' tracks
+    underruns_gateway: int  # of the live peers: audio ready, our tick late
+    underruns_upstream: int  # of the live peers: the session's audio was late
+    clock_streams: int
+    clock_late_p99_s: float  # the media clock's step lateness, last 3000 steps
+    clock_skipped_ticks: int  # steps given up to stalls since the clock was made
 
 
 class Metrics:
@@ -46,6 +62,43 @@ class Metrics:
             "voxgate_errors_total", "Errors sent to clients, by code", ["code"], registry=r
         )
         self.interrupts = Counter("voxgate_interrupts_total", "Barge-ins", registry=r)
+        self.webrtc_peers = Gauge("voxgate_webrtc_peers", "WebRTC (WHEP) peers live", registry=r)
+        self.webrtc_packets = Gauge(
+            "voxgate_webrtc_packets_sent", "RTP packets sent by the live peers", registry=r
+        )
+        self.webrtc_underruns = Gauge(
+            "voxgate_webrtc_underruns",
+            "Playout underruns of the live peers: `gateway` (audio ready, tick late) or "
+            "`upstream` (audio not there yet)",
+            ["cause"],
+            registry=r,
+        )
+        self.media_clock_streams = Gauge(
+            "voxgate_media_clock_streams", "Streams on the 20 ms media clock", registry=r
+        )
+        self.media_clock_late_p99 = Gauge(
+            "voxgate_media_clock_late_p99_seconds",
+            "Media clock step lateness, p99 of the last 3000 steps",
+            registry=r,
+        )
+        self.media_clock_skipped = Gauge(
+            "voxgate_media_clock_skipped_ticks",
+            "Media clock steps given up to stalls since the process started",
+            registry=r,
+        )
+        # Set by the WHEP endpoint: read at each scrape, so the audio path never waits on it.
+        self.webrtc_sampler: Callable[[], WebrtcSample] | None = None
 
     def render(self) -> tuple[bytes, str]:
+        if self.webrtc_sampler is not None:
+            self._sample_webrtc(self.webrtc_sampler())
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _sample_webrtc(self, sample: WebrtcSample) -> None:
+        self.webrtc_peers.set(sample.peers)
+        self.webrtc_packets.set(sample.packets_sent)
+        self.webrtc_underruns.labels("gateway").set(sample.underruns_gateway)
+        self.webrtc_underruns.labels("upstream").set(sample.underruns_upstream)
+        self.media_clock_streams.set(sample.clock_streams)
+        self.media_clock_late_p99.set(sample.clock_late_p99_s)
+        self.media_clock_skipped.set(sample.clock_skipped_ticks)

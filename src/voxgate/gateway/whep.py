@@ -29,7 +29,9 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxgate.errors import AuthError, InvalidInput
+from voxgate.gateway.metrics import WebrtcSample
 from voxgate.gateway.principal import Principal
+from voxgate.gateway.webrtc.clock import MediaClock
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
 from voxgate.gateway.webrtc.track import SessionAudioTrack, TrackOptions
 from voxgate.gateway.workers import forward
@@ -60,6 +62,21 @@ class WhepEndpoint:
         self.services = services
         self._new_connection = connection_factory  # (socket, principal) -> RealtimeConnection
         self.resources: dict[str, WhepResource] = {}
+        services.metrics.webrtc_sampler = self.sample
+
+    def sample(self) -> WebrtcSample:
+        """The live peers' counters and the process' media clock, for ``/metrics``."""
+        stats = [resource.track.stats for resource in self.resources.values()]
+        clock = MediaClock.shared().stats()
+        return WebrtcSample(
+            peers=len(stats),
+            packets_sent=sum(s.packets_sent for s in stats),
+            underruns_gateway=sum(s.underruns_gateway for s in stats),
+            underruns_upstream=sum(s.underruns_upstream for s in stats),
+            clock_streams=clock.streams,
+            clock_late_p99_s=clock.late_p99_ms / 1000,
+            clock_skipped_ticks=clock.skipped_ticks,
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [
