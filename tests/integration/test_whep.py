@@ -86,6 +86,25 @@ async def post_offer(
     )
 
 
+async def open_session(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> tuple[aiohttp.ClientWebSocketResponse, Received, str]:
+    """A realtime socket with the gateway's key, its events so far and its session id."""
+    ws = await http.ws_connect(
+        gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
+    )
+    received = await receive_until(ws, "session.created", Received())
+    return ws, received, received.of("session.created")[0]["session_id"]
+
+
+async def offer_to_session(
+    http: aiohttp.ClientSession, gateway: Gateway, session_id: str, listener: Listener
+) -> aiohttp.ClientResponse:
+    """``listener``'s offer posted to the session's WHEP endpoint."""
+    url = f"{gateway.url}/v1/sessions/{session_id}/whep"
+    return await post_offer(http, url, await listener.offer(), gateway.api_key)
+
+
 async def wait_for(condition: Any, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
@@ -94,18 +113,9 @@ async def wait_for(condition: Any, timeout: float = 10) -> None:
 
 async def test_session_audio_over_whep(gateway: Gateway) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(
-            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
-        )
-        received = await receive_until(ws, "session.created", Received())
-        session_id = received.of("session.created")[0]["session_id"]
+        ws, received, session_id = await open_session(http, gateway)
         listener = Listener()
-        response = await post_offer(
-            http,
-            f"{gateway.url}/v1/sessions/{session_id}/whep",
-            await listener.offer(),
-            gateway.api_key,
-        )
+        response = await offer_to_session(http, gateway, session_id, listener)
         assert response.status == 201, await response.text()
         assert response.headers["Content-Type"] == "application/sdp"
         location = response.headers["Location"]
@@ -154,18 +164,9 @@ async def test_session_audio_over_whep(gateway: Gateway) -> None:
 
 async def test_interrupt_silences_webrtc_and_reports_what_was_played(gateway: Gateway) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(
-            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
-        )
-        received = await receive_until(ws, "session.created", Received())
-        session_id = received.of("session.created")[0]["session_id"]
+        ws, received, session_id = await open_session(http, gateway)
         listener = Listener()
-        response = await post_offer(
-            http,
-            f"{gateway.url}/v1/sessions/{session_id}/whep",
-            await listener.offer(),
-            gateway.api_key,
-        )
+        response = await offer_to_session(http, gateway, session_id, listener)
         await listener.answer(await response.text())
         await wait_for(lambda: listener.pc.connectionState == "connected")
         long_text = " ".join(["This sentence plays for a while over the peer connection."] * 5)
@@ -232,11 +233,7 @@ async def test_whep_errors(
     gateway: Gateway, path: str, body: str | None, content_type: str, status: int, error: str
 ) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(
-            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
-        )
-        received = await receive_until(ws, "session.created", Received())
-        session_id = received.of("session.created")[0]["session_id"]
+        ws, _, session_id = await open_session(http, gateway)
         if body is None:
             listener = Listener()
             body = await listener.offer()
@@ -275,18 +272,9 @@ async def test_opus_settings_and_dtx_off_reach_the_track(target: Target) -> None
         ) as gateway,
         aiohttp.ClientSession() as http,
     ):
-        ws = await http.ws_connect(
-            gateway.ws_url, headers={"Authorization": f"Bearer {gateway.api_key}"}
-        )
-        received = await receive_until(ws, "session.created", Received())
-        session_id = received.of("session.created")[0]["session_id"]
+        ws, _, session_id = await open_session(http, gateway)
         listener = Listener()
-        response = await post_offer(
-            http,
-            f"{gateway.url}/v1/sessions/{session_id}/whep",
-            await listener.offer(),
-            gateway.api_key,
-        )
+        response = await offer_to_session(http, gateway, session_id, listener)
         assert "maxaveragebitrate=16000" in await response.text()
         await listener.answer(await response.text())
         await wait_for(lambda: listener.pc.connectionState == "connected")

@@ -7,12 +7,11 @@
 (:meth:`SessionAudioTrack.bind`), sends it straight to the socket through
 :class:`~voxgate.gateway.webrtc.rtp.RtpOut` right after a batch of ticks (the clock's
 "Batched sends"); aiortc's sender task then only waits in ``recv()`` until the track ends.
-Unbound (or when aiortc's internals are not
-what ``RtpOut`` knows), ``recv()`` returns the ready ``av.Packet`` (``pts`` on the 48 kHz
-clock) and aiortc's ``pack()`` path sends it: no resampling to 48 kHz stereo, no
-96 kbit/s re-encode in a worker thread, no per-sample level loop, but a task wake-up and
-aiortc's per-packet Python. The encodes of one phase's tracks run back to back, with
-libopus' code and tables hot in the CPU caches.
+Unbound (or when aiortc's internals are not what ``RtpOut`` knows), ``recv()`` returns the
+ready ``av.Packet`` (``pts`` on the 48 kHz clock) and aiortc's ``pack()`` path sends it: no
+resampling to 48 kHz stereo, no 96 kbit/s re-encode in a worker thread, no per-sample level
+loop, but a task wake-up and aiortc's per-packet Python. The encodes of one phase's tracks
+run back to back, with libopus' code and tables hot in the CPU caches.
 
 **Talkspurts and DTX.** While a turn plays, a packet goes out every 20 ms, underruns
 included (constant silence frames): exactly 50 packets/s with continuous timestamps, so the
