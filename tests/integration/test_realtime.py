@@ -62,9 +62,12 @@ async def test_base64_audio_messages_and_word_marks(
 ) -> None:
     ws = await connect(http, gateway)
     received = await receive_until(ws, "session.created", Received())
-    await ws.send_json({"type": "session.update", "audio_transport": "base64", "event_id": "u1"})
+    update = {"audio_transport": "base64", "segmenter": {"runway_ms": 500}, "event_id": "u1"}
+    await ws.send_json({"type": "session.update", **update})
     await receive_until(ws, "session.updated", received)
-    assert received.of("session.updated")[0]["event_id"] == "u1"
+    updated = received.of("session.updated")[0]
+    assert updated["event_id"] == "u1"
+    assert updated["config"]["segmenter"] == {"runway_ms": 500}
     await ws.send_json({"type": "text.append", "text": "Short and sweet."})
     await ws.send_json({"type": "context.close"})
     await receive_until(ws, "context.done", received)

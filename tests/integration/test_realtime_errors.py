@@ -74,6 +74,7 @@ async def still_works(ws: aiohttp.ClientWebSocketResponse, received: Received) -
         ({"type": "text.append", "text": "x", "extra": 1}, "invalid_message"),
         ({"type": "text.append", "text": "x", "context_id": "bad id!"}, "invalid_message"),
         ({"type": "session.update", "speed": 9}, "invalid_message"),
+        ({"type": "session.update", "segmenter": {"runway_ms": -1}}, "invalid_message"),
         ({"type": "session.update", "ref_audio": "%%% not base64 %%%"}, "invalid_base64"),
         (
             {

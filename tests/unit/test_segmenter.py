@@ -527,6 +527,76 @@ def test_time_bound_fires_on_push_too() -> None:
     assert texts(segmenter.push("that up ", 0.7)) == ["Let me look that up"]
 
 
+# -- the runway ------------------------------------------------------------------------
+
+
+def later(text: str, options: SegmenterOptions | None = None) -> Segmenter:
+    """A Segmenter past a turn's first chunk ("Sure thing okay. "), with ``text`` pending."""
+    segmenter = Segmenter(options or SegmenterOptions())
+    assert texts(segmenter.push("Sure thing okay. " + text, 0.0)) == ["Sure thing okay. "]
+    return segmenter
+
+
+def test_hurry_ends_a_later_chunk_at_its_latest_clause() -> None:
+    segmenter = later("Your order, which left on Monday, is with the courie")
+    assert segmenter.pending
+    chunks = segmenter.hurry(0.1)
+    assert [(c.text, c.reason) for c in chunks] == [
+        ("Your order, which left on Monday, ", "runway")
+    ]
+    assert segmenter.hurry(0.2) == []  # "is with the courie": no boundary yet
+    # Back to the later chunks' own rules: a sentence of min_chars, or the time bound.
+    assert segmenter.push("r now, and", 0.3) == []
+    assert texts(segmenter.hurry(0.4)) == ["is with the courier now, "]
+
+
+def test_hurry_takes_a_sentence_end_as_well() -> None:
+    segmenter = later("It shipped today. It should arri")
+    assert texts(segmenter.hurry(0.1)) == ["It shipped today. "]
+
+
+def test_hurry_needs_a_boundary_of_first_min_chars() -> None:
+    segmenter = later("Yes, the parcel is on its way to you")
+    assert segmenter.hurry(0.1) == []  # "Yes, " is too short to go alone; no cut mid-clause
+    # The time bound still ends the wait, at the last word...
+    assert texts(segmenter.poll(2.0)) == ["Yes, the parcel is on its way to "]
+    segmenter = later("Yes, the parcel is on its way", SegmenterOptions(first_min_chars=4))
+    assert texts(segmenter.hurry(0.1)) == ["Yes, "]  # ...and a shorter minimum lets it go
+
+
+def test_hurry_ignores_boundaries_inside_quotes_and_brackets() -> None:
+    segmenter = later('The note says "left at the door, by the porch" and a photo was ta')
+    assert segmenter.hurry(0.1) == []
+    segmenter = later("They wrote (quote, unquote: delivered) and then")
+    assert segmenter.hurry(0.1) == []
+
+
+def test_hurry_leaves_a_boundary_that_is_not_final_yet() -> None:
+    segmenter = later("It shipped on Monday, and it arrives Thursday.")
+    # "Thursday." may be an abbreviation until the next character says otherwise.
+    assert texts(segmenter.hurry(0.1)) == ["It shipped on Monday, "]
+
+
+def test_hurry_does_nothing_for_a_first_chunk() -> None:
+    segmenter = Segmenter(SegmenterOptions(first_min_chars=40))
+    segmenter.push("Well, let me think about that one", 0.0)
+    assert not segmenter.pending
+    assert segmenter.hurry(0.1) == []
+
+
+def test_hurry_returns_what_the_time_bound_releases_too() -> None:
+    segmenter = later("And so on and so fo")
+    assert [(c.text, c.reason) for c in segmenter.hurry(2.0)] == [("And so on and so ", "time")]
+    assert segmenter.pending  # "fo"
+
+
+def test_hurry_then_flush_loses_nothing() -> None:
+    segmenter = later("First, second, third, and the rest")
+    released = segmenter.hurry(0.1) + segmenter.flush()
+    assert texts(released) == ["First, second, third, ", "and the rest"]
+    assert not segmenter.pending
+
+
 # -- the cap ---------------------------------------------------------------------------
 
 CAP = SegmenterOptions(first_min_chars=10, min_chars=20, max_chars=30)
@@ -681,6 +751,11 @@ BAD_OPTIONS = [
     ({"time_bound": 0.0}, "time_bound"),
     ({"time_bound": None}, "time_bound"),
     ({"time_bound": False}, "time_bound"),
+    ({"runway_ms": -1}, "runway_ms"),
+    ({"runway_ms": 10_001}, "runway_ms"),
+    ({"runway_ms": math.nan}, "runway_ms"),
+    ({"runway_ms": True}, "runway_ms"),
+    ({"runway_ms": "300"}, "runway_ms"),
 ]
 
 
@@ -697,6 +772,8 @@ def test_bad_options_are_rejected(kwargs: dict[str, object], field: str) -> None
         {"max_chars": 5000, "min_chars": 5000, "first_min_chars": 5000},
         {"max_chars": 1, "min_chars": 1, "first_min_chars": 1},
         {"first_time_bound": math.inf, "time_bound": 1},
+        {"runway_ms": 0},
+        {"runway_ms": 10_000},
     ],
 )
 def test_edge_options_are_accepted(kwargs: dict[str, object]) -> None:
@@ -777,6 +854,8 @@ def test_nothing_is_lost_or_duplicated(
             if data.draw(st.booleans()):
                 now += data.draw(st.sampled_from([0.05, 0.5, 2.5]))
                 chunks += segmenter.poll(now)
+            if data.draw(st.booleans()):  # the listener's audio is about to run out
+                chunks += segmenter.hurry(now)
         chunks += segmenter.flush()
     check_chunks(chunks, turns, opts)
 

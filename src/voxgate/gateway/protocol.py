@@ -46,6 +46,7 @@ class SegmenterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_chars: Annotated[int, msgspec.Meta(ge=1, le=2000)] | None = None
     max_chars: Annotated[int, msgspec.Meta(ge=20, le=2000)] | None = None
     time_bound: Annotated[float, msgspec.Meta(gt=0, le=30)] | None = None
+    runway_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] | None = None
 
 
 class SessionUpdate(_Message, tag="session.update"):

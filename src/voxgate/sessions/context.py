@@ -57,6 +57,7 @@ class _Chunk:
     reserved: bool = False
     settled: bool = False
     start_ms: float | None = None  # where its audio starts on the context's timeline
+    sent_at: float | None = None  # when it went upstream, if no other chunk was in flight
     emitted_bytes: int = 0
     delivered_bytes: int = 0
     full_ms: float | None = None  # its whole duration, once the upstream finished it
@@ -85,6 +86,7 @@ class Context:
         self._wake = asyncio.Event()
         self._emitted_ms = 0.0
         self._first_audio_at: float | None = None
+        self._upstream_first_s: float | None = None  # its time to first audio, peak-held
         self._played_report: tuple[float, float] | None = None  # (played_ms, at)
         self._committed_chars = 0
         self._committed_chunks = 0
@@ -98,6 +100,7 @@ class Context:
     def append(self, text: str) -> None:
         self._require_open("append text to")
         self._enqueue(self._segmenter.push(text, self._session.clock()))
+        self._hurry()
 
     def flush(self) -> None:
         self._require_open("flush")
@@ -189,6 +192,7 @@ class Context:
                 self._wake.clear()
                 if self.state is ContextState.OPEN:
                     self._enqueue(self._segmenter.poll(self._session.clock()))
+                    self._hurry()
                 await self._start_jobs()
                 progressed = self._emit_in_order()
                 if self._finished_closing():
@@ -205,18 +209,42 @@ class Context:
             await self.aclose()
 
     async def _sleep(self) -> None:
-        # Wake at the segmenter's time bound, and poll while a limit that eases as audio
-        # plays holds back a chunk; otherwise sleep until something happens.
+        # Wake at the segmenter's time bound and when the listener's runway gets short, and
+        # poll while a limit that eases as audio plays holds back a chunk; otherwise sleep
+        # until something happens.
         timeout = self._options.poll_interval_s if self._waiting else None
         deadline = self._segmenter.deadline if self._is_taking_text else None
         if deadline is not None:
             until = max(0.0, deadline - self._session.clock())
             timeout = until if timeout is None else min(timeout, until)
+        short_in = self._runway_short_in() if self._is_taking_text else None
+        if short_in:  # once it is short, only new text can make a boundary to hurry to
+            timeout = short_in if timeout is None else min(timeout, short_in)
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
         except TimeoutError:
             pass
+
+    def _hurry(self) -> None:
+        """While the text comes slower than it is spoken, keep the speech going.
+
+        With nothing being synthesised, once the audio still ahead of the listener would run
+        out within the upstream's time to first audio plus the segmenter's ``runway_ms``,
+        the next chunk may end at a clause boundary (:meth:`Segmenter.hurry`).
+        """
+        if self._runway_short_in() == 0.0:
+            self._enqueue(self._segmenter.hurry(self._session.clock()))
+
+    def _runway_short_in(self) -> float | None:
+        """Seconds until the runway is short (0.0: it is); None while it does not matter."""
+        margin_ms = self._options.segmenter.runway_ms
+        first_s = self._upstream_first_s
+        if not margin_ms or first_s is None or self._jobs or self._waiting:
+            return None
+        if not self._segmenter.pending:
+            return None
+        return max(0.0, self._unplayed_ms() - margin_ms - first_s * 1000) / 1000
 
     async def _start_jobs(self) -> None:
         while self._waiting and self._may_start(self._waiting[0]):
@@ -234,6 +262,8 @@ class Context:
                 self._settle(chunk, commit=0)
                 return
             job.start(self._session.upstream, self._options.pipeline.retry)
+            if len(self._jobs) == 1:  # its first audio is not held behind another chunk's
+                chunk.sent_at = self._session.clock()
 
     def _may_start(self, chunk: _Chunk) -> bool:
         unfinished = [j for j in self._jobs if not j.finished]
@@ -267,6 +297,8 @@ class Context:
     def _emit_audio(self, chunk: _Chunk, data: bytes) -> None:
         if chunk.start_ms is None:
             chunk.start_ms = self._emitted_ms
+            if chunk.sent_at is not None:
+                self._note_upstream_first(self._session.clock() - chunk.sent_at)
             self._session.emit(
                 ChunkStarted(self.id, chunk.index, chunk.text, chunk.start_ms, retries=0)
             )
@@ -275,6 +307,14 @@ class Context:
         self._session.emit(AudioOut(self.id, chunk.index, data, self._rate, self._emitted_ms))
         self._emitted_ms += self._ms(len(data))
         chunk.emitted_bytes += len(data)
+
+    def _note_upstream_first(self, seconds: float) -> None:
+        # Follows a slower upstream at once and a faster one gradually: better a chunk
+        # released a little early than a pause.
+        held = self._upstream_first_s
+        self._upstream_first_s = (
+            seconds if held is None else max(seconds, 0.8 * held + 0.2 * seconds)
+        )
 
     def _emit_end(self, job: ChunkJob, chunk: _Chunk) -> None:
         if job.state is JobState.DONE:

@@ -26,12 +26,18 @@ making a chunk of at least ``first_min_chars``, else up to its last complete wor
 that a space, punctuation or held-back markup follows: a stall after "for you." releases
 "you." too).
 
+**Runway.** When the audio still ahead of the listener is about to run out (the caller
+knows; see :meth:`Segmenter.hurry`), a later chunk may end like a first one: at its latest
+clause or sentence boundary making at least ``first_min_chars``. Speech goes on while an LLM
+writes slower than it is spoken, instead of pausing until ``min_chars`` or the time bound.
+
 **Cap.** No chunk exceeds ``max_chars``: a cut is forced at the best boundary inside the
 cap (sentence, clause, then boundaries inside quotes), else at the last word start, else
 mid-word (only a single word longer than the cap), never between a letter and its marks.
 
 :meth:`flush` releases the rest and resets to first-chunk mode. Without the time bound, the
-cuts depend only on the text, never on how it was split into tokens.
+cuts depend only on the text, never on how it was split into tokens (the runway, like the
+time bound, depends on when text came).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ __all__ = [
 UPSTREAM_MAX_CHARS = 5000
 """The upstream's per-request limit: the ceiling for ``SegmenterOptions.max_chars``."""
 
-ChunkReason = Literal["clause", "sentence", "time", "length", "flush"]
+ChunkReason = Literal["clause", "sentence", "time", "runway", "length", "flush"]
 
 _ALNUM = re.compile(r"[^\W_]")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -96,6 +102,9 @@ class SegmenterOptions:
     * ``time_bound`` (2.0 s): the time bound for later chunks. It is longer than the first
       one because the previous chunk's audio is still playing; it only fires when the LLM
       stalls mid-sentence. ``math.inf`` disables a time bound.
+    * ``runway_ms`` (300): a later chunk may end at a clause boundary once the listener's
+      audio would run out within this margin plus the upstream's time to first audio, with
+      nothing else being synthesised (:meth:`Segmenter.hurry`). 0 disables it.
 
     Raises :class:`~voxgate.errors.InvalidInput` naming the field on a bad value.
     """
@@ -106,6 +115,7 @@ class SegmenterOptions:
     min_chars: int = 100
     max_chars: int = 500
     time_bound: float = 2.0
+    runway_ms: float = 300.0
 
     def __post_init__(self) -> None:
         _check_count("max_chars", self.max_chars, UPSTREAM_MAX_CHARS, "the upstream's limit")
@@ -118,6 +128,13 @@ class SegmenterOptions:
             )
         _check_seconds("first_time_bound", self.first_time_bound)
         _check_seconds("time_bound", self.time_bound)
+        runway = self.runway_ms
+        number = isinstance(runway, int | float) and not isinstance(runway, bool)
+        if not number or not 0 <= runway <= 10_000:
+            raise InvalidInput(
+                "SegmenterOptions.runway_ms must be a number of milliseconds from 0 to 10000 "
+                f"(0 disables it), got {runway!r}"
+            )
 
 
 def _check_count(name: str, value: object, ceiling: int, what: str) -> None:
@@ -143,7 +160,8 @@ class Chunk:
 
     ``text`` is ``normalised_stream[start:end]``; ``index`` counts chunks from 0 over the
     Segmenter's life; ``reason`` says what released it: a ``"clause"`` or ``"sentence"``
-    boundary, the ``"time"`` bound, the ``"length"`` cap, or ``"flush"``.
+    boundary, the ``"time"`` bound, a short ``"runway"``, the ``"length"`` cap, or
+    ``"flush"``.
     """
 
     text: str
@@ -206,6 +224,35 @@ class Segmenter:
         """Return the chunks the time bound releases at ``now``."""
         self._tick(now)
         return self._release(final=False)
+
+    @property
+    def pending(self) -> bool:
+        """Whether text of a later chunk waits, that :meth:`hurry` may release."""
+        return not self._first and self._end > self._start
+
+    def hurry(self, now: float) -> list[Chunk]:
+        """The listener is about to run out of audio: release what a first chunk would.
+
+        Returns what is due anyway, then the pending text up to its latest clause or
+        sentence boundary making at least ``first_min_chars`` (outside quotes and brackets),
+        if there is one. Nothing more goes out for the first chunk of a turn (its own rules
+        are already that eager), nor without such a boundary: a cut mid-clause would be
+        heard, and the time bound still ends the wait.
+        """
+        chunks = self.poll(now)
+        if not self.pending:
+            return chunks
+        limit = min(self._scanner.scanned, self._start + self._options.max_chars)
+        least = self._start + self._options.first_min_chars
+        latest = None
+        for found in self._scanner.boundaries:
+            if found.pos > limit:
+                break
+            if found.pos >= least and not found.nested and self._speakable_before(found.pos):
+                latest = found.pos
+        if latest is not None:
+            chunks.append(self._cut(latest, "runway"))
+        return chunks
 
     def flush(self) -> list[Chunk]:
         """Release everything buffered (end of turn); the next push starts a new turn."""
