@@ -57,7 +57,7 @@ class _Chunk:
     reserved: bool = False
     settled: bool = False
     start_ms: float | None = None  # where its audio starts on the context's timeline
-    sent_at: float | None = None  # when it went upstream, if no other chunk was in flight
+    sent_at: float | None = None  # when it left for the upstream, if none was in flight
     emitted_bytes: int = 0
     delivered_bytes: int = 0
     full_ms: float | None = None  # its whole duration, once the upstream finished it
@@ -249,6 +249,8 @@ class Context:
     async def _start_jobs(self) -> None:
         while self._waiting and self._may_start(self._waiting[0]):
             chunk = self._waiting.popleft()
+            if not self._jobs:  # its first audio will not wait behind another chunk's
+                chunk.sent_at = self._session.clock()
             request = self._options.voice.request(chunk.spoken)
             job = ChunkJob(chunk.index, chunk.text, chunk.op_id, request, self._rate, self._wake)
             self._jobs.append(job)
@@ -262,8 +264,6 @@ class Context:
                 self._settle(chunk, commit=0)
                 return
             job.start(self._session.upstream, self._options.pipeline.retry)
-            if len(self._jobs) == 1:  # its first audio is not held behind another chunk's
-                chunk.sent_at = self._session.clock()
 
     def _may_start(self, chunk: _Chunk) -> bool:
         unfinished = [j for j in self._jobs if not j.finished]
