@@ -555,6 +555,14 @@ def test_hurry_takes_a_sentence_end_as_well() -> None:
     assert texts(segmenter.hurry(0.1)) == ["It shipped today. "]
 
 
+def test_hurry_takes_a_short_sentence_end() -> None:
+    # The time bound cut the sentence; its rest is short, but ends it.
+    segmenter = later("Let me look into ")
+    assert texts(segmenter.poll(2.0)) == ["Let me look into"]
+    segmenter.push("that. Your or", 2.1)
+    assert texts(segmenter.hurry(2.2)) == [" that. "]
+
+
 def test_hurry_needs_a_boundary_of_first_min_chars() -> None:
     segmenter = later("Yes, the parcel is on its way to you")
     assert segmenter.hurry(0.1) == []  # "Yes, " is too short to go alone; no cut mid-clause
@@ -562,6 +570,21 @@ def test_hurry_needs_a_boundary_of_first_min_chars() -> None:
     assert texts(segmenter.poll(2.0)) == ["Yes, the parcel is on its way to "]
     segmenter = later("Yes, the parcel is on its way", SegmenterOptions(first_min_chars=4))
     assert texts(segmenter.hurry(0.1)) == ["Yes, "]  # ...and a shorter minimum lets it go
+
+
+def test_hurry_to_a_word_when_a_pause_is_certain() -> None:
+    segmenter = later("Your order which left our wareho")
+    assert segmenter.hurry(0.1) == []
+    chunks = segmenter.hurry(0.2, to_a_word=True)
+    assert [(c.text, c.reason) for c in chunks] == [("Your order which left our ", "runway")]
+    # Never a trickle of tiny chunks: "warehouse " alone is below first_min_chars.
+    segmenter.push("use on", 0.3)
+    assert segmenter.hurry(0.4, to_a_word=True) == []
+
+
+def test_hurry_to_a_word_still_prefers_a_boundary() -> None:
+    segmenter = later("Your order, which left our warehouse, is on the wa")
+    assert texts(segmenter.hurry(0.1, to_a_word=True)) == ["Your order, which left our warehouse, "]
 
 
 def test_hurry_ignores_boundaries_inside_quotes_and_brackets() -> None:
@@ -855,7 +878,7 @@ def test_nothing_is_lost_or_duplicated(
                 now += data.draw(st.sampled_from([0.05, 0.5, 2.5]))
                 chunks += segmenter.poll(now)
             if data.draw(st.booleans()):  # the listener's audio is about to run out
-                chunks += segmenter.hurry(now)
+                chunks += segmenter.hurry(now, to_a_word=data.draw(st.booleans()))
         chunks += segmenter.flush()
     check_chunks(chunks, turns, opts)
 

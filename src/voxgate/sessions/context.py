@@ -217,9 +217,9 @@ class Context:
         if deadline is not None:
             until = max(0.0, deadline - self._session.clock())
             timeout = until if timeout is None else min(timeout, until)
-        short_in = self._runway_short_in() if self._is_taking_text else None
-        if short_in:  # once it is short, only new text can make a boundary to hurry to
-            timeout = short_in if timeout is None else min(timeout, short_in)
+        hurry_in = self._hurry_in() if self._is_taking_text else None
+        if hurry_in is not None:
+            timeout = hurry_in if timeout is None else min(timeout, hurry_in)
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -231,20 +231,31 @@ class Context:
 
         With nothing being synthesised, once the audio still ahead of the listener would run
         out within the upstream's time to first audio plus the segmenter's ``runway_ms``,
-        the next chunk may end at a clause boundary (:meth:`Segmenter.hurry`).
+        the next chunk may end at a boundary; once it would run out before the upstream
+        could answer, at a word, while there is audio left (:meth:`Segmenter.hurry`).
         """
-        if self._runway_short_in() == 0.0:
-            self._enqueue(self._segmenter.hurry(self._session.clock()))
+        left_ms = self._runway_left_ms()
+        if left_ms is not None and left_ms <= self._options.segmenter.runway_ms:
+            # Once the listener is in a pause anyway, a word more does not end it sooner.
+            to_a_word = left_ms <= 0 and self._unplayed_ms() > 0
+            self._enqueue(self._segmenter.hurry(self._session.clock(), to_a_word))
 
-    def _runway_short_in(self) -> float | None:
-        """Seconds until the runway is short (0.0: it is); None while it does not matter."""
+    def _hurry_in(self) -> float | None:
+        """Seconds until :meth:`_hurry` has more to try; None: only new text can change it."""
+        left_ms = self._runway_left_ms()
+        if left_ms is None or left_ms <= 0:
+            return None
         margin_ms = self._options.segmenter.runway_ms
+        return (left_ms - margin_ms if left_ms > margin_ms else left_ms) / 1000
+
+    def _runway_left_ms(self) -> float | None:
+        """The listener's audio left once a chunk sent now would start; None: no matter."""
         first_s = self._upstream_first_s
-        if not margin_ms or first_s is None or self._jobs or self._waiting:
+        if not self._options.segmenter.runway_ms or first_s is None:
             return None
-        if not self._segmenter.pending:
+        if self._jobs or self._waiting or not self._segmenter.pending:
             return None
-        return max(0.0, self._unplayed_ms() - margin_ms - first_s * 1000) / 1000
+        return self._unplayed_ms() - first_s * 1000
 
     async def _start_jobs(self) -> None:
         while self._waiting and self._may_start(self._waiting[0]):

@@ -27,8 +27,8 @@ that a space, punctuation or held-back markup follows: a stall after "for you." 
 "you." too).
 
 **Runway.** When the audio still ahead of the listener is about to run out (the caller
-knows; see :meth:`Segmenter.hurry`), a later chunk may end like a first one: at its latest
-clause or sentence boundary making at least ``first_min_chars``. Speech goes on while an LLM
+knows; see :meth:`Segmenter.hurry`), a later chunk may end at its latest sentence end, or
+clause boundary making at least ``first_min_chars``. Speech goes on while an LLM
 writes slower than it is spoken, instead of pausing until ``min_chars`` or the time bound.
 
 **Cap.** No chunk exceeds ``max_chars``: a cut is forced at the best boundary inside the
@@ -230,28 +230,36 @@ class Segmenter:
         """Whether text of a later chunk waits, that :meth:`hurry` may release."""
         return not self._first and self._end > self._start
 
-    def hurry(self, now: float) -> list[Chunk]:
-        """The listener is about to run out of audio: release what a first chunk would.
+    def hurry(self, now: float, to_a_word: bool = False) -> list[Chunk]:
+        """The listener is about to run out of audio: release a later chunk early.
 
-        Returns what is due anyway, then the pending text up to its latest clause or
-        sentence boundary making at least ``first_min_chars`` (outside quotes and brackets),
-        if there is one. Nothing more goes out for the first chunk of a turn (its own rules
-        are already that eager), nor without such a boundary: a cut mid-clause would be
-        heard, and the time bound still ends the wait.
+        Returns what is due anyway, then the pending text up to its latest sentence end, or
+        clause boundary making at least ``first_min_chars`` (outside quotes and brackets),
+        if there is one: the rest of a sentence the time bound cut ("that for you. ") may be
+        short. Without such a boundary, nothing more unless ``to_a_word`` (a pause is
+        certain otherwise): then up to the last complete word, as the time bound would,
+        if that makes ``first_min_chars`` (never a trickle of one-word chunks).
+        The first chunk of a turn is left to its own rules, already that eager.
         """
         chunks = self.poll(now)
         if not self.pending:
             return chunks
         limit = min(self._scanner.scanned, self._start + self._options.max_chars)
         least = self._start + self._options.first_min_chars
-        latest = None
+        cut = None
         for found in self._scanner.boundaries:
             if found.pos > limit:
                 break
-            if found.pos >= least and not found.nested and self._speakable_before(found.pos):
-                latest = found.pos
-        if latest is not None:
-            chunks.append(self._cut(latest, "runway"))
+            long_enough = found.strength == SENTENCE or found.pos >= least
+            if long_enough and not found.nested and self._speakable_before(found.pos):
+                cut = found.pos
+        if cut is None and to_a_word:
+            word = self._last_word_start(
+                min(self._end, self._start + self._options.max_chars), True
+            )
+            cut = word if word is not None and word >= least else None
+        if cut is not None:
+            chunks.append(self._cut(cut, "runway"))
         return chunks
 
     def flush(self) -> list[Chunk]:
