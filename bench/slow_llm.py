@@ -3,8 +3,9 @@
 Speech runs at about 15 characters a second; an LLM at 4-15 tokens a second (4 characters
 each) writes 16-60. The first chunk of a turn is short, so the listener's audio can run out
 before a later chunk (100 characters to a sentence end, or the 2 s time bound) is ready.
-The runway (``SegmenterOptions.runway_ms``) lets a later chunk end at a clause boundary when
-that is about to happen. Both arms run side by side, interleaved, on the same text:
+The runway (``SegmenterOptions.runway_ms``) lets a later chunk end early, at a boundary or
+when a pause is certain at a word, when that is about to happen. Both arms run side by side,
+interleaved, on the same text:
 
   runway   the default (300 ms margin plus the upstream's measured time to first audio)
   off      ``runway_ms=0``: later chunks wait for ``min_chars`` or the time bound

@@ -28,8 +28,9 @@ that a space, punctuation or held-back markup follows: a stall after "for you." 
 
 **Runway.** When the audio still ahead of the listener is about to run out (the caller
 knows; see :meth:`Segmenter.hurry`), a later chunk may end at its latest sentence end, or
-clause boundary making at least ``first_min_chars``. Speech goes on while an LLM
-writes slower than it is spoken, instead of pausing until ``min_chars`` or the time bound.
+clause boundary making at least ``first_min_chars``; when a pause is otherwise certain, at
+its last complete word making at least that. Speech goes on while an LLM writes about as
+fast as it is spoken, instead of pausing until ``min_chars`` or the time bound.
 
 **Cap.** No chunk exceeds ``max_chars``: a cut is forced at the best boundary inside the
 cap (sentence, clause, then boundaries inside quotes), else at the last word start, else
@@ -102,9 +103,9 @@ class SegmenterOptions:
     * ``time_bound`` (2.0 s): the time bound for later chunks. It is longer than the first
       one because the previous chunk's audio is still playing; it only fires when the LLM
       stalls mid-sentence. ``math.inf`` disables a time bound.
-    * ``runway_ms`` (300): a later chunk may end at a clause boundary once the listener's
-      audio would run out within this margin plus the upstream's time to first audio, with
-      nothing else being synthesised (:meth:`Segmenter.hurry`). 0 disables it.
+    * ``runway_ms`` (300): with nothing being synthesised, a later chunk may end early
+      (:meth:`Segmenter.hurry`) once the listener's audio would run out within this margin
+      plus the upstream's measured time to first audio. 0 disables it.
 
     Raises :class:`~voxgate.errors.InvalidInput` naming the field on a bad value.
     """
