@@ -24,6 +24,7 @@ from voxgate.errors import (
     UpstreamError,
     UpstreamTimeout,
     VoxgateError,
+    refuses_the_request,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def status_of(exc: VoxgateError) -> int:
-    if isinstance(exc, UpstreamError) and 400 <= exc.status < 500 and exc.status != 429:
+    if isinstance(exc, UpstreamError) and refuses_the_request(exc.status):
         return exc.status  # the upstream refused the request itself: pass its verdict on
     if exc.code in _STATUS_BY_CODE:
         return _STATUS_BY_CODE[exc.code]

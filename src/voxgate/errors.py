@@ -72,7 +72,10 @@ class UpstreamError(VoxgateError):
 
     ``status`` is the HTTP status (0 when no response arrived), ``upstream_code`` the
     ``code`` field of the upstream's envelope when it sent one, and ``retry_after`` the
-    seconds the upstream asked us to wait (``Retry-After``), if any.
+    seconds the upstream asked us to wait (``Retry-After``), if any. ``refusal`` is the
+    upstream's own name for what was wrong with the request (``undecodable_audio``, say)
+    when the status says the request itself was refused (:func:`refuses_the_request`): it
+    becomes ``code``, so the caller learns what to fix in its input.
     """
 
     code = "upstream_error"
@@ -85,8 +88,9 @@ class UpstreamError(VoxgateError):
         upstream_code: int | str | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        refusal: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, code=refusal if refuses_the_request(status) else None)
         self.status = status
         self.upstream_code = upstream_code
         self.retryable = is_retryable_status(status) if retryable is None else retryable
@@ -123,6 +127,18 @@ class UpstreamStreamError(UpstreamError):
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message, retryable=retryable)
+
+
+_REQUEST_REFUSALS = frozenset({400, 404, 409, 410, 413, 415, 422})
+
+
+def refuses_the_request(status: int) -> bool:
+    """Whether an upstream status blames the request itself (its text, voice or audio).
+
+    Not 401/403 (the gateway's own upstream credentials), 402 (its upstream account), 408
+    or 429 (load): those are the gateway's business, never the caller's input.
+    """
+    return status in _REQUEST_REFUSALS
 
 
 def is_retryable_status(status: int) -> bool:

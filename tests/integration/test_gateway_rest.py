@@ -4,9 +4,11 @@ the operational endpoints, and what the logs say (never a key or a token)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from tests.audio_checks import assert_speech, decode
@@ -105,6 +107,34 @@ async def test_rest_requires_a_gateway_key(gateway: Gateway, target: Target) -> 
         with pytest.raises(UpstreamError) as caught:
             await engine_key.generate(SpeechRequest("Hi.", voice_id=JANE))
     assert caught.value.status == 401
+
+
+async def test_a_refused_request_is_named_as_the_upstream_named_it(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    not_audio = base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 30).decode()
+    async with aiohttp.ClientSession(f"{gateway.url}/api/tts/", headers=headers) as http:
+        clone = await http.post("voices/clone", json={"name": "Mine", "ref_audio": not_audio})
+        assert clone.status == 422
+        body = await clone.json()
+        assert (body["code"], body["error"]) == (422, "undecodable_audio")
+        assert "upstream answered 422" in body["message"]
+        speech = {"input": "Hello.", "voice_id": "00000000-0000-0000-0000-000000000000"}
+        unknown = await http.post("generate", json=speech)
+        assert unknown.status == 404
+        assert (await unknown.json())["error"] == "voice_not_found"
+    assert await available(gateway, gateway.api_key) == 4500  # nothing was charged
+
+
+async def test_an_upstream_refusing_the_gateway_is_a_bad_gateway(target: Target) -> None:
+    # The gateway's own upstream key is wrong: the caller's request is not at fault.
+    wrong = Target(target.base_url, "wrong-upstream-key-0123456789", target.engine)
+    async with running_gateway(wrong, api_keys=("vg_rest_key_0123456789:100",)) as gw:
+        async with client(gw) as tts:
+            with pytest.raises(UpstreamError) as caught:
+                await tts.generate(SpeechRequest("Hi.", voice_id=JANE))
+        assert caught.value.status == 502
+        assert caught.value.code == "upstream_error"
+        assert await available(gw, gw.api_key) == 100
 
 
 async def test_operational_endpoints(gateway: Gateway) -> None:

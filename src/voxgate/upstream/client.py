@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from voxgate.errors import (
     UpstreamError,
     UpstreamStreamError,
     UpstreamTimeout,
+    refuses_the_request,
 )
 from voxgate.upstream.models import (
     GeneratedSpeech,
@@ -258,6 +260,7 @@ class Upstream:
             status=status,
             upstream_code=code,
             retry_after=retry_after,
+            refusal=_error_name(body) if refuses_the_request(status) else None,
         )
 
 
@@ -365,6 +368,24 @@ def _error_fields(body: bytes) -> tuple[int | str | None, str]:
         or "no details"
     )
     return (code if isinstance(code, int | str) else None), str(message)
+
+
+_ERROR_NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
+
+
+def _error_name(body: bytes) -> str | None:
+    """The upstream's snake_case name for an error (``error`` or ``type``), if it gave one."""
+    try:
+        value = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for field in ("error", "type"):
+        name = value.get(field)
+        if isinstance(name, str) and _ERROR_NAME.fullmatch(name):
+            return name
+    return None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
