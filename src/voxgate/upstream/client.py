@@ -26,7 +26,6 @@ from voxgate.errors import (
     UpstreamError,
     UpstreamStreamError,
     UpstreamTimeout,
-    refuses_the_request,
 )
 from voxgate.upstream.models import (
     GeneratedSpeech,
@@ -260,7 +259,7 @@ class Upstream:
             status=status,
             upstream_code=code,
             retry_after=retry_after,
-            refusal=_error_name(body) if refuses_the_request(status) else None,
+            refusal=_error_name(body),
         )
 
 
@@ -381,7 +380,7 @@ def _error_name(body: bytes) -> str | None:
         return None
     if not isinstance(value, dict):
         return None
-    for field in ("error", "type"):
+    for field in ("error", "type"):  # the engine's envelope names it "error"; others "type"
         name = value.get(field)
         if isinstance(name, str) and _ERROR_NAME.fullmatch(name):
             return name
