@@ -321,24 +321,35 @@ async def test_interrupt_during_a_slow_upstream_closes_its_stream(
     assert (usage.committed, usage.held) == (0, 0)
 
 
-SLOW_ANSWER = ("Sure, I can look into that for you. ", "Your order, which left on Monday, ")
+FIRST = "Sure, I can look into that for you. "
+STALLS = {  # what the LLM wrote before it stalled -> what the runway sends on
+    "at a clause": (
+        "Your order, which left on Monday, is with the cour",
+        "Your order, which left on Monday, ",
+    ),
+    "at a word, when a pause is certain": (
+        "Your order which left on Monday is with the cour",
+        "Your order which left on Monday is with the ",
+    ),
+}
 
 
+@pytest.mark.parametrize("stall", list(STALLS))
 @pytest.mark.parametrize("runway_ms", [300.0, 0.0])
-async def test_a_slow_llm_gets_a_clause_before_the_listener_runs_out(
-    make_session: SessionFactory, faulty: FaultyUpstream, runway_ms: float
+async def test_a_slow_llm_gets_a_chunk_before_the_listener_runs_out(
+    make_session: SessionFactory, faulty: FaultyUpstream, runway_ms: float, stall: str
 ) -> None:
     faulty.delay_s = 0.15  # a remote upstream's first byte
     # A time bound that never fires here: only the runway can cut before the sentence ends.
     segmenter = SegmenterOptions(time_bound=30.0, runway_ms=runway_ms)
     session = await make_session(segmenter=segmenter)
-    first, clause = SLOW_ANSWER
-    session.append(first + clause + "is with the cour")  # ...and the LLM stalls
+    pending, released = STALLS[stall]
+    session.append(FIRST + pending)  # ...and the LLM stalls
     events = await collect(session, until=ChunkEnded)
     audio = [e for e in events if isinstance(e, AudioOut)]
     arrived = time.monotonic()  # about when the first audio came: the upstream streams fast
     heard_s = sum(e.duration_ms for e in audio) / 1000
-    assert [e.text for e in events if isinstance(e, ChunkStarted)] == [first]
+    assert [e.text for e in events if isinstance(e, ChunkStarted)] == [FIRST]
     assert heard_s > 1.5
 
     # The listener plays the first chunk in real time from its first audio.
@@ -350,9 +361,9 @@ async def test_a_slow_llm_gets_a_clause_before_the_listener_runs_out(
                 later.append(await session.next_event())
     started = [e.text for e in later if isinstance(e, ChunkStarted)]
     if runway_ms:
-        # The clause went upstream before the first chunk's audio ran out, and its audio
-        # came in time (loosely: a busy machine delays the odd event).
-        assert started == [clause]
+        # It went upstream before the first chunk's audio ran out, and its audio came in
+        # time (loosely: a busy machine delays the odd event).
+        assert started == [released]
         assert time.monotonic() - arrived < heard_s + 0.5
     else:
         assert started == []  # it waits for the sentence, however long the pause
@@ -361,7 +372,7 @@ async def test_a_slow_llm_gets_a_clause_before_the_listener_runs_out(
     session.close_context()
     rest = await collect(session)
     spoken = "".join(e.text for e in [*events, *later, *rest] if isinstance(e, ChunkStarted))
-    assert spoken == first + clause + "is with the courier now. That is all."
+    assert spoken == FIRST + pending + "ier now. That is all."
 
 
 async def test_contexts_are_separate_turns(make_session: SessionFactory) -> None:
