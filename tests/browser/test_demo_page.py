@@ -321,6 +321,29 @@ async def test_cloning_from_a_too_short_recording_says_why(
     await expect(status).to_contain_text("5 to 30 s")
 
 
+async def test_choosing_a_language_picks_its_voices_and_a_new_session(
+    tab: Page, gateway: Gateway
+) -> None:
+    await open_demo(tab, gateway)
+    first_session = await tab.evaluate("window.voxgate.sessionId")
+    await tab.select_option("#language", "fr")
+    await expect(tab.locator("#text")).to_have_value(re.compile(r"^Merci de votre appel\."))
+    await expect(tab.locator("#clone-language")).to_have_value("fr")
+    voice = tab.locator("#voice option:checked")
+    name = (await voice.text_content() or "").split(" · ")[0]
+    presets: list[dict[str, Any]] = await tab.evaluate(
+        "fetch('/v1/dev/voices').then((r) => r.json()).then((b) => b.data.presets)"
+    )
+    french = {p["id"] for p in presets if p.get("language") == "fr"}
+    listed = await tab.locator("#voice option").evaluate_all("(all) => all.map((o) => o.value)")
+    assert french
+    assert set(listed) == french
+    # The voice is fixed per session: the page opened a new one with it.
+    await expect(tab.locator("#voice-note")).to_contain_text(f"Session: {name}")
+    assert await tab.evaluate("window.voxgate.state") == "ready"
+    assert await tab.evaluate("window.voxgate.sessionId") != first_session
+
+
 async def test_a_cloned_voice_becomes_the_session_voice(
     tab: Page, gateway: Gateway, tmp_path: Path
 ) -> None:

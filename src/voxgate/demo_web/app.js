@@ -7,6 +7,7 @@
  *   meter.js     Meter: a Web Audio analyser on the remote track, level and rolling envelope
  *   turn.js      Turn: one utterance (one context), what was sent, its chunks, its timings
  *   problems.js  what each error code means for the person at the page
+ *   voices.js    VoicePicker: languages, voices, variants, and cloning a voice
  *   app.js       the page itself: controls, figures, errors, settings -> new session
  *
  * A session's voice and speed are fixed by its first text, and client tokens are
@@ -16,11 +17,12 @@
  * Tests drive this page in Chromium and read `window.voxgate` (end of this file).
  */
 
-import { ApiError, api } from './api.js';
+import { ApiError } from './api.js';
 import { Link } from './link.js';
 import { Meter } from './meter.js';
 import { PROBLEMS, QUIET_ERRORS } from './problems.js';
 import { Turn } from './turn.js';
+import { VoicePicker } from './voices.js';
 
 // -- constants ---------------------------------------------------------------------------
 
@@ -29,13 +31,7 @@ const SILENT_RMS = 0.002; // below this is silence...
 const SILENCE_HOLD_MS = 150; // ...once it has lasted this long (a pause between words is shorter)
 const INTERRUPT_WATCHDOG_MS = 3000;
 const MAX_BUFFER_MS = 2000; // the gateway's playout buffer bound, for the buffer bar
-const MAX_CLONE_BASE64 = 12_000_000;
 const LOG_LIMIT = 80;
-
-const LANGUAGE_NAMES = {
-  en: 'English', fr: 'French', es: 'Spanish', pt: 'Portuguese', it: 'Italian',
-  nl: 'Dutch', de: 'German', hi: 'Hindi', ar: 'Arabic',
-};
 
 const SAMPLES = {
   en: 'Thanks for calling. Your order shipped on Monday and should arrive by Thursday. ' +
@@ -75,9 +71,14 @@ const ui = Object.fromEntries([
 
 const link = new Link();
 const meter = new Meter(ui.scope, ui.level);
+const voices = new VoicePicker(ui, {
+  onChange: () => onSettingsChanged(),
+  onLanguage: (code) => {
+    if (!state.textEdited) ui.text.value = SAMPLES[code] ?? SAMPLES.en;
+  },
+});
 const number = new Intl.NumberFormat('en');
 const state = {
-  voices: { presets: [], mine: [] },
   turn: null,
   turns: 0, // per session: context ids are never reused (docs/protocol.md, known issue 1)
   creditsPast: 0, // charged in this page's earlier sessions
@@ -115,7 +116,7 @@ function clearProblem(scope) {
 // -- connection ------------------------------------------------------------------------------
 
 function wantedConfig() {
-  return { voiceId: selectedVoiceId(), speed: Number(ui.speed.value) };
+  return { voiceId: voices.voiceId, speed: Number(ui.speed.value) };
 }
 
 function sameConfig(a, b) {
@@ -150,7 +151,7 @@ link.addEventListener('state', ({ detail }) => {
     state.balance = token.balance_available;
     ui.creditsCap.textContent = `on the account · session cap ${number.format(token.max_credits)}`;
     renderCredits();
-    ui.voiceNote.textContent = `Session: ${describeVoice()} at ${link.config.speed.toFixed(2)}×`;
+    ui.voiceNote.textContent = `Session: ${voices.describe()} at ${link.config.speed.toFixed(2)}×`;
   }
   if (detail.state === 'failed') showProblem(detail.error, 'connection');
   if ((detail.state === 'closed' || detail.state === 'failed') && state.turn && !state.turn.outcome) {
@@ -392,7 +393,7 @@ meter.onLevel = (rms, now) => {
 function onSettingsChanged() {
   ui.speedValue.textContent = `${Number(ui.speed.value).toFixed(2)}×`;
   if (sameConfig(link.config, wantedConfig()) && link.state === 'ready') {
-    ui.voiceNote.textContent = `Session: ${describeVoice()} at ${link.config.speed.toFixed(2)}×`;
+    ui.voiceNote.textContent = `Session: ${voices.describe()} at ${link.config.speed.toFixed(2)}×`;
     return;
   }
   if (state.turn && !state.turn.outcome) {
@@ -409,133 +410,15 @@ function scheduleReconnect() {
   state.reconnectTimer = setTimeout(connect, 350); // a dragged slider settles first
 }
 
-function selectedVoiceId() {
-  return ui.variant.disabled ? ui.voice.value : ui.variant.value;
-}
-
-function describeVoice() {
-  const voice = ui.voice.selectedOptions[0]?.textContent ?? 'default voice';
-  const style = ui.variant.disabled ? '' : ` (${ui.variant.selectedOptions[0]?.textContent})`;
-  return `${voice.split(' · ')[0]}${style}`;
-}
-
 async function loadVoices() {
   try {
-    const data = await api.voices();
-    state.voices = { presets: data.presets ?? [], mine: data.mine ?? [] };
-    state.balance = data.balance_available;
+    state.balance = await voices.load();
     renderCredits();
   } catch (error) {
     if (error.code === 'dev_tokens_off') showProblem(error, 'connection');
     else showProblem(new ApiError(error.code, `Cannot list the voices: ${error.message}`), 'voices');
   }
-  renderLanguages();
-}
-
-function renderLanguages() {
-  const { presets, mine } = state.voices;
-  const present = new Set([...presets, ...mine].map((v) => v.language).filter(Boolean));
-  const codes = Object.keys(LANGUAGE_NAMES).filter((c) => present.has(c));
-  const wanted = ui.language.value || (codes.includes('en') ? 'en' : codes[0]);
-  fillSelect(ui.language, codes.map((c) => [c, `${LANGUAGE_NAMES[c]} (${c})`]), wanted);
-  fillSelect(ui.cloneLanguage, Object.entries(LANGUAGE_NAMES).map(([c, n]) => [c, n]), wanted || 'en');
-  if (!codes.length) fillSelect(ui.language, [['', 'Default']], '');
-  renderVoices();
-}
-
-function renderVoices(preferred = null) {
-  const language = ui.language.value;
-  const { presets, mine } = state.voices;
-  const matches = (v) => !language || !v.language || v.language === language;
-  ui.voice.replaceChildren();
-  const groups = [
-    ['Presets', presets.filter(matches), (v) => `${v.name} · ${v.gender ?? 'voice'}`],
-    ['Your cloned voices', mine.filter(matches), (v) => `${v.name} · cloned`],
-  ];
-  for (const [label, voices, text] of groups) {
-    if (!voices.length) continue;
-    const group = document.createElement('optgroup');
-    group.label = label;
-    for (const voice of voices) group.append(new Option(text(voice), voice.id));
-    ui.voice.append(group);
-  }
-  if (!ui.voice.options.length) ui.voice.append(new Option('Default voice', ''));
-  if (preferred) ui.voice.value = preferred;
-  renderVariants();
-}
-
-function renderVariants() {
-  const preset = state.voices.presets.find((p) => p.id === ui.voice.value);
-  const variants = preset?.variants ?? [];
-  fillSelect(ui.variant, variants.length ? variants.map((v) => [v.id, v.emotion]) : [['', 'as recorded']], variants[0]?.id ?? '');
-  ui.variant.disabled = !variants.length;
-}
-
-function fillSelect(select, entries, value) {
-  select.replaceChildren(...entries.map(([v, text]) => new Option(text, v)));
-  if (entries.some(([v]) => v === value)) select.value = value;
-}
-
-function onLanguageChanged() {
-  renderVoices();
-  if (!state.textEdited) ui.text.value = SAMPLES[ui.language.value] ?? SAMPLES.en;
-  ui.cloneLanguage.value = ui.language.value;
-  onSettingsChanged();
-}
-
-// -- cloning -------------------------------------------------------------------------------------
-
-async function cloneVoice(event) {
-  event.preventDefault();
-  const name = ui.cloneName.value.trim();
-  const file = ui.cloneFile.files[0];
-  const status = (text, kind = '') => {
-    ui.cloneStatus.textContent = text;
-    ui.cloneStatus.dataset.kind = kind;
-  };
-  if (!name) {
-    status('Give the voice a name.', 'error');
-    ui.cloneName.focus();
-    return;
-  }
-  if (!file) {
-    status('Choose a recording of 5 to 30 seconds.', 'error');
-    ui.cloneFile.focus();
-    return;
-  }
-  if (Math.ceil(file.size / 3) * 4 > MAX_CLONE_BASE64) {
-    status(`This file is ${(file.size / 1e6).toFixed(1)} MB; the limit is about 9 MB.`, 'error');
-    return;
-  }
-  ui.cloneSubmit.disabled = true;
-  status('Uploading and cloning…', 'busy');
-  try {
-    const fields = { name, ref_audio: await base64Of(file), language: ui.cloneLanguage.value };
-    if (ui.cloneGender.value) fields.gender = ui.cloneGender.value;
-    const voice = await api.clone(fields);
-    state.voices.mine.unshift(voice);
-    ui.language.value = voice.language ?? ui.language.value;
-    renderLanguages();
-    renderVoices(voice.id);
-    status(`Cloned “${voice.name}”: the page now speaks with it.`, 'ok');
-    onSettingsChanged();
-  } catch (error) {
-    // The gateway's own problems have their titles; anything else is about the recording.
-    const own = ['unreachable', 'dev_tokens_off', 'upstream_unavailable', 'upstream_timeout', 'voice_limit_reached'];
-    const title = own.includes(error.code) ? PROBLEMS[error.code][0] : 'Cannot clone from this recording';
-    status(`${title}: ${error.message}`, 'error');
-  } finally {
-    ui.cloneSubmit.disabled = false;
-  }
-}
-
-function base64Of(file) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(String(reader.result).split(',', 2)[1] ?? '');
-    reader.onerror = () => reject(new ApiError('unreadable_file', 'The browser could not read this file.'));
-    reader.readAsDataURL(file);
-  });
+  voices.renderLanguages();
 }
 
 // -- rendering -------------------------------------------------------------------------------
@@ -709,10 +592,6 @@ ui.reconnect.addEventListener('click', () => {
 ui.alertClose.addEventListener('click', () => clearProblem());
 ui.rate.addEventListener('input', () => { ui.rateValue.textContent = `${ui.rate.value} tokens/s`; });
 ui.speed.addEventListener('input', onSettingsChanged);
-ui.language.addEventListener('change', onLanguageChanged);
-ui.voice.addEventListener('change', () => { renderVariants(); onSettingsChanged(); });
-ui.variant.addEventListener('change', onSettingsChanged);
-ui.cloneForm.addEventListener('submit', cloneVoice);
 ui.text.addEventListener('input', () => { state.textEdited = true; });
 ui.text.addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
