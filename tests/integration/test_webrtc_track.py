@@ -257,11 +257,12 @@ async def test_received_audio_matches_and_cadence_is_steady(
         assert link.pts(b) - link.pts(a) >= (120 if a.size == 1 else 960)
     for spurt in spurts:
         # A talkspurt's first packet is on time against the clock before it: its
-        # timestamp moved on by the time that passed (loopback adds ~0.1 ms).
+        # timestamp moved on by the time that passed (loopback adds ~0.1 ms; a busy
+        # machine delays the odd arrival by some ms: within a frame, not the whole pause).
         before = link.rtp[link.rtp.index(spurt[0]) - 1]
         elapsed_ms = (spurt[0].at - before.at) * 1000
         stepped_ms = (link.pts(spurt[0]) - link.pts(before)) / 48
-        assert abs(elapsed_ms - stepped_ms) < 8, (elapsed_ms, stepped_ms)
+        assert abs(elapsed_ms - stepped_ms) < 20, (elapsed_ms, stepped_ms)
         # Then one packet per 20 ms slot, +960 each (+1920... where a stall of the loop
         # skipped a slot; rare), until the closing silence and DTX.
         talking = [a for a in spurt if a.size > 1]
