@@ -245,15 +245,8 @@ class Segmenter:
         chunks = self.poll(now)
         if not self.pending:
             return chunks
-        limit = min(self._scanner.scanned, self._start + self._options.max_chars)
         least = self._start + self._options.first_min_chars
-        cut = None
-        for found in self._scanner.boundaries:
-            if found.pos > limit:
-                break
-            long_enough = found.strength == SENTENCE or found.pos >= least
-            if long_enough and not found.nested and self._speakable_before(found.pos):
-                cut = found.pos
+        cut = self._runway_boundary(least)
         if cut is None and to_a_word:
             word = self._last_word_start(
                 min(self._end, self._start + self._options.max_chars), True
@@ -377,6 +370,19 @@ class Segmenter:
         while pos > self._start + 1 and _joined(self._buf, pos - self._base):
             pos -= 1
         return pos
+
+    def _runway_boundary(self, least: int) -> int | None:
+        """The latest final boundary outside quotes and brackets: a sentence end, or a
+        clause boundary at ``least`` or later."""
+        limit = min(self._scanner.scanned, self._start + self._options.max_chars)
+        latest = None
+        for found in self._scanner.boundaries:
+            if found.pos > limit:
+                break
+            long_enough = found.strength == SENTENCE or found.pos >= least
+            if long_enough and not found.nested and self._speakable_before(found.pos):
+                latest = found.pos
+        return latest
 
     def _time_cut(self) -> tuple[int, ChunkReason] | None:
         if self._end == self._start or self._now - self._pending_since() < self._bound():
