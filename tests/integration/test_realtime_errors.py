@@ -169,6 +169,23 @@ async def test_insufficient_credit(
         await ws.close()
 
 
+async def test_an_unknown_voice_fails_its_chunks_by_name(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws, received = await open_socket(http, gateway)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    await ws.send_json({"type": "session.update", "voice_id": unknown})
+    await receive_until(ws, "session.updated", received)
+    await ws.send_json({"type": "text.append", "text": "Nobody speaks this."})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    failed = received.of("chunk.failed")
+    assert [f["code"] for f in failed] == ["voice_not_found"]  # the upstream's 404, named
+    assert received.of("context.done")[0]["usage"]["characters"] == 0
+    await still_works(ws, received)
+    await ws.close()
+
+
 async def test_rate_limited_text_is_refused_not_lost(
     http: aiohttp.ClientSession, target: Target
 ) -> None:
