@@ -253,13 +253,13 @@ class Upstream:
             body = await deadline.next(response.aread())
         except UpstreamError:
             body = b""
-        code, message = _error_fields(body)
+        code, message, name = _error_fields(body)
         raise UpstreamError(
             f"upstream answered {status}: {message}",
             status=status,
             upstream_code=code,
             retry_after=retry_after,
-            refusal=_error_name(body),
+            refusal=name,
         )
 
 
@@ -311,7 +311,7 @@ def _handle_event(event: ServerSentEvent) -> bytes:
                 "speech.audio.delta with bad base64", retryable=False
             ) from exc
     if event.event == "error":
-        code, message = _error_fields(event.data.encode())
+        code, message, _ = _error_fields(event.data.encode())
         raise UpstreamError(
             f"upstream failed mid-stream: {message}", status=200, upstream_code=code, retryable=True
         )
@@ -340,7 +340,7 @@ def _unwrap_envelope(body: bytes, status: int) -> dict[str, Any]:
             "upstream response lacks the {code, data} envelope", status=status, retryable=False
         )
     if envelope["code"] != 0:
-        code, message = _error_fields(body)
+        code, message, _ = _error_fields(body)
         raise UpstreamError(
             f"upstream error {code}: {message}", status=status, upstream_code=code, retryable=False
         )
@@ -348,14 +348,19 @@ def _unwrap_envelope(body: bytes, status: int) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _error_fields(body: bytes) -> tuple[int | str | None, str]:
-    """Pull ``code`` and a message out of whatever error shape the upstream used."""
+_ERROR_NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
+
+
+def _error_fields(body: bytes) -> tuple[int | str | None, str, str | None]:
+    """Pull ``code``, a message and the error's snake_case name (``error`` or ``type``: the
+    engine's envelope says "error", other APIs "type") out of whatever shape the upstream
+    used."""
     try:
         value = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        return None, body[:200].decode("utf-8", "replace") or "no details"
+        return None, body[:200].decode("utf-8", "replace") or "no details", None
     if not isinstance(value, dict):
-        return None, "no details"
+        return None, "no details", None
     code = value.get("code")
     data = value.get("data")
     nested: dict[str, Any] = data if isinstance(data, dict) else {}
@@ -366,25 +371,9 @@ def _error_fields(body: bytes) -> tuple[int | str | None, str]:
         or nested.get("message")
         or "no details"
     )
-    return (code if isinstance(code, int | str) else None), str(message)
-
-
-_ERROR_NAME = re.compile(r"[a-z][a-z0-9_]{2,63}")
-
-
-def _error_name(body: bytes) -> str | None:
-    """The upstream's snake_case name for an error (``error`` or ``type``), if it gave one."""
-    try:
-        value = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(value, dict):
-        return None
-    for field in ("error", "type"):  # the engine's envelope names it "error"; others "type"
-        name = value.get(field)
-        if isinstance(name, str) and _ERROR_NAME.fullmatch(name):
-            return name
-    return None
+    names = (value.get(field) for field in ("error", "type"))
+    name = next((n for n in names if isinstance(n, str) and _ERROR_NAME.fullmatch(n)), None)
+    return (code if isinstance(code, int | str) else None), str(message), name
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
