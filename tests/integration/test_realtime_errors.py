@@ -108,6 +108,24 @@ async def test_error_echoes_the_event_id(http: aiohttp.ClientSession, gateway: G
     await ws.close()
 
 
+async def test_a_seq_past_the_documented_range_is_refused(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws, received = await open_socket(http, gateway)
+    for seq in (2**70, 2**53, -1):
+        error = await error_for(ws, received, {"type": "text.append", "text": "x", "seq": seq})
+        assert (error["code"], error["fatal"]) == ("invalid_message", False)
+    assert received.of("text.ack") == []  # none of that text was taken
+    largest = 2**53 - 1  # docs/protocol.md: 0 to 2⁵³ − 1
+    await ws.send_json({"type": "text.append", "text": "Still here.", "seq": largest})
+    await receive_until(ws, "text.ack", received)
+    assert received.of("text.ack")[0]["seq"] == largest
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    assert received.of("context.done")[0]["usage"]["characters"] == len("Still here.")
+    await ws.close()
+
+
 async def test_oversize_message_closes_with_1009(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:

@@ -19,6 +19,7 @@ from voxgate.errors import ProtocolViolation
 PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 10_000  # one text.append; the segmenter caps chunk size separately
 MAX_REF_AUDIO_B64 = 1_000_000  # larger reference audio: clone it over REST, use its voice_id
+MAX_SEQ = 2**53 - 1  # the largest integer every JSON client (JavaScript's Number) holds exactly
 
 ContextId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 EventId = Annotated[str, msgspec.Meta(max_length=64)]
@@ -72,7 +73,8 @@ class Auth(_Message, tag="auth"):
 class TextAppend(_Message, tag="text.append"):
     text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
     context_id: ContextId = "default"
-    seq: Annotated[int, msgspec.Meta(ge=0)] | None = None  # acknowledged; a repeat is ignored
+    # Acknowledged with text.ack; a repeat is ignored.
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] | None = None
 
 
 class TextFlush(_Message, tag="text.flush"):
