@@ -265,6 +265,37 @@ async def test_whep_errors(
     )
 
 
+async def test_a_client_token_is_spent_only_on_a_session_that_exists(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        minted = await http.post(
+            f"{gateway.url}/v1/client_tokens",
+            json={},
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+        token = (await minted.json())["data"]["token"]
+        ws, _, session_id = await open_session(http, gateway)
+        listener = Listener()
+        offer = await listener.offer()
+        missing = await post_offer(http, f"{gateway.url}/v1/sessions/nope/whep", offer, token)
+        assert missing.status == 404
+        assert (await missing.json())["error"] == "not_found"
+        not_sdp = await post_offer(
+            http, f"{gateway.url}/v1/sessions/{session_id}/whep", "not sdp", token
+        )
+        assert (await not_sdp.json())["error"] == "bad_sdp"
+        url = f"{gateway.url}/v1/sessions/{session_id}/whep"
+        attached = await post_offer(http, url, offer, token)
+        assert attached.status == 201, await attached.text()
+        await listener.answer(await attached.text())
+        await wait_for(lambda: listener.pc.connectionState == "connected")
+        second = Listener()
+        again = await post_offer(http, url, await second.offer(), token)
+        assert (again.status, (await again.json())["error"]) == (401, "token_used")
+        await second.close()
+        await listener.close()
+        await ws.close()
+
+
 async def test_opus_settings_and_dtx_off_reach_the_track(target: Target) -> None:
     async with (
         running_gateway(

@@ -9,7 +9,8 @@ Follows the WebRTC-HTTP Egress Protocol draft, shaped like RFC 9725 (WHIP):
   ``ETag`` and one ``Link: <...>; rel="ice-server"`` per configured STUN/TURN server.
 - ``DELETE`` on the location ends it; ``PATCH`` is refused with 405 (no trickle ICE, no ICE
   restart: candidates are all in the answer, as aiortc gathers them before answering).
-- Authorization: ``Bearer`` with an API key, or a client token scoped to that session.
+- Authorization: ``Bearer`` with an API key, or a client token scoped to that session;
+  a token is redeemed (spent) only once the session is found and the offer is read.
 
 Peer connection states drive the resource: failed or closed frees everything (track, tasks,
 UDP ports) and, for a session created here, settles its credits; a peer that does not
@@ -95,20 +96,25 @@ class WhepEndpoint:
         forwarded = await self._forward(request, session_id)
         if forwarded is not None:
             return forwarded
-        principal = await self._authorize(request, session_id)
+        # Redeeming a client token spends it, so a token is redeemed only once the session
+        # is found and the offer read; an API key costs nothing to check and goes first.
+        principal = None if _client_token(request) else await self._authorize(request, session_id)
         connection = self.services.live_sessions.get(session_id)
         if connection is None:
             raise InvalidInput(f"no live session {session_id!r} on this server", code="not_found")
+        offer = await _offer(request)
+        if principal is None:
+            principal = await self._authorize(request, session_id)
         if connection.principal.account_id != principal.account_id:
             raise AuthError("that session belongs to another account", code="forbidden")
-        offer = await _offer(request)
         resource = await self._negotiate(offer, session_id, principal, owns_session=False)
         connection.attach_webrtc(resource.track)
         resource.connection = connection
         return self._created(resource)
 
     async def create(self, request: web.Request) -> web.Response:
-        principal = await self._authorize(request, None)
+        # As in attach: a client token is redeemed only once the offer is known to be usable.
+        principal = None if _client_token(request) else await self._authorize(request, None)
         offer = await _offer(request)
         if "m=application" not in offer:
             raise InvalidInput(
@@ -116,6 +122,8 @@ class WhepEndpoint:
                 "to listen to an existing session use /v1/sessions/{id}/whep",
                 code="no_data_channel",
             )
+        if principal is None:
+            principal = await self._authorize(request, None)
         resource = await self._negotiate(offer, None, principal, owns_session=True)
         return self._created(resource)
 
@@ -278,9 +286,9 @@ class WhepEndpoint:
         self, request: web.Request, session_id: str | None, *, account_id: str | None = None
     ) -> Principal:
         header = request.headers.get("Authorization", "")
-        token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
+        token = _client_token(request)
         principal: Principal
-        if token.startswith("vgct_"):
+        if token:
             principal = await self.services.redeem_token(token, request.headers.get("Origin"))
             if principal.session_id is not None and principal.session_id != session_id:
                 raise AuthError("this client token is for another session", code="token_scope")
@@ -336,6 +344,13 @@ class WhepEndpoint:
         task = asyncio.create_task(coro)
         resource.tasks.add(task)
         task.add_done_callback(resource.tasks.discard)
+
+
+def _client_token(request: web.Request) -> str:
+    """The client token in ``Authorization: Bearer vgct_...``, or "" (an API key, or none)."""
+    header = request.headers.get("Authorization", "")
+    token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
+    return token if token.startswith("vgct_") else ""
 
 
 async def _offer(request: web.Request) -> str:
