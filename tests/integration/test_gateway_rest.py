@@ -17,6 +17,7 @@ from tests.gateway_harness import Gateway, Received, receive_until, running_gate
 from voxgate.errors import UpstreamError
 from voxgate.sessions.ledger import audit
 from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig, VoiceUpdate
+from voxgate.upstream.engine.app import EngineConfig
 
 pytestmark = pytest.mark.engine_only
 
@@ -61,6 +62,44 @@ async def test_generate_and_stream_are_metered(gateway: Gateway) -> None:
     assert await available(gateway, gateway.api_key) == 4500 - len("Metered speech.") - len(
         "Streamed too."
     )
+
+
+async def test_audio_url_is_the_gateways_own_and_serves_the_same_audio(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    speech = {"input": "Fetch me later.", "voice_id": JANE, "response_format": "wav"}
+    async with aiohttp.ClientSession() as http:
+        generated = await http.post(f"{gateway.url}/api/tts/generate", json=speech, headers=headers)
+        data = (await generated.json())["data"]
+        audio_url = data["audio_url"]
+        assert audio_url == f"{gateway.url}/api/tts/audio/{data['generation_id']}"
+        fetched = await http.get(audio_url, headers=headers)
+        assert fetched.status == 200
+        assert fetched.headers["Content-Type"] == "audio/wav"
+        assert await fetched.read() == base64.b64decode(data["audio_data"])
+        assert (await http.get(audio_url)).status == 401
+        other = {"Authorization": "Bearer vg_other_key_0123456789"}
+        foreign = await http.get(audio_url, headers=other)
+        assert (foreign.status, (await foreign.json())["error"]) == (404, "not_found")
+        unknown = await http.get(f"{gateway.url}/api/tts/audio/no-such-id", headers=headers)
+        assert unknown.status == 404
+        assert await unknown.json() == {
+            "code": 404,
+            "error": "not_found",
+            "message": "no such generation (its audio is kept an hour)",
+            "data": None,
+        }
+
+
+async def test_audio_the_upstream_forgot_is_not_found(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    async with aiohttp.ClientSession(f"{gateway.url}/api/tts/", headers=headers) as http:
+        urls = []
+        for _ in range(EngineConfig().audio_cache_entries + 1):  # the engine keeps that many
+            generated = await http.post("generate", json={"input": "Hi.", "voice_id": JANE})
+            urls.append((await generated.json())["data"]["audio_url"])
+        forgotten = await http.get(urls[0])
+        assert (forgotten.status, (await forgotten.json())["error"]) == (404, "not_found")
+        assert (await http.get(urls[-1])).headers["Content-Type"] == "audio/mpeg"
 
 
 async def test_insufficient_credit_costs_nothing(gateway: Gateway) -> None:

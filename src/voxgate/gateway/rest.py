@@ -5,6 +5,10 @@ talks to Voxtral only changes its base URL and key. Requests are validated here 
 as the upstream would (so a bad request costs nothing and never leaves the gateway),
 credits are reserved before the upstream is called and committed only on success, and
 saved voices are kept apart per account.
+
+A generation's ``audio_url`` is the gateway's own ``/api/tts/audio/{id}``: the upstream's
+URL may point where callers cannot go (the embedded engine's loopback port), so the
+gateway remembers it for an hour and streams that audio to the account that made it.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
 from voxgate.envelope import error_body, ok
-from voxgate.errors import InvalidInput, LimitExceeded
+from voxgate.errors import InvalidInput, LimitExceeded, UpstreamConnectionError, UpstreamError
 from voxgate.gateway.principal import Principal
 from voxgate.upstream import SpeechRequest, VoiceUpdate
 from voxgate.upstream.engine.validation import (
@@ -35,15 +43,15 @@ from voxgate.upstream.models import MAX_SAVED_VOICES
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/tts"
+AUDIO_KEPT_S = 3600.0  # how long a generation's audio_url answers
+_AUDIO_KEPT_IN_MEMORY = 10_000  # links, without Redis; the oldest is forgotten first
 
 
 class VoiceOwners:
     """Which account saved which voice (the upstream sees one account: the gateway's)."""
 
-    def __init__(self, redis_url: str = "", prefix: str = "voxgate:") -> None:
-        self._redis: Redis | None = (
-            Redis.from_url(redis_url, decode_responses=True) if redis_url else None
-        )
+    def __init__(self, redis: Redis | None = None, prefix: str = "voxgate:") -> None:
+        self._redis = redis
         self._prefix = prefix
         self._memory: dict[str, list[str]] = {}
 
@@ -72,10 +80,49 @@ class VoiceOwners:
         return f"{self._prefix}voices:{{{account_id}}}"
 
 
+@dataclass(frozen=True, slots=True)
+class AudioLink:
+    """Where the upstream serves one generation's audio, and whose it is."""
+
+    url: str
+    account_id: str
+
+
+class AudioLinks:
+    """The upstream's audio URL of each recent generation, by id, for ``AUDIO_KEPT_S``."""
+
+    def __init__(self, redis: Redis | None = None, prefix: str = "voxgate:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._memory: OrderedDict[str, tuple[float, AudioLink]] = OrderedDict()
+
+    async def add(self, audio_id: str, link: AudioLink) -> None:
+        if self._redis is not None:
+            value = orjson.dumps({"url": link.url, "account_id": link.account_id})
+            await self._redis.set(self._key(audio_id), value, ex=int(AUDIO_KEPT_S))
+            return
+        self._memory[audio_id] = (time.monotonic() + AUDIO_KEPT_S, link)
+        while len(self._memory) > _AUDIO_KEPT_IN_MEMORY:
+            self._memory.popitem(last=False)
+
+    async def get(self, audio_id: str) -> AudioLink | None:
+        if self._redis is not None:
+            value = await self._redis.get(self._key(audio_id))
+            return AudioLink(**orjson.loads(value)) if value is not None else None
+        until, link = self._memory.get(audio_id, (0.0, None))
+        return link if until > time.monotonic() else None
+
+    def _key(self, audio_id: str) -> str:
+        return f"{self._prefix}audio:{audio_id}"
+
+
 class VoxtralCompatible:
     def __init__(self, services: Any) -> None:
         self.services = services
-        self.owners = VoiceOwners(services.settings.redis_url)
+        url = services.settings.redis_url
+        redis = Redis.from_url(url, decode_responses=True) if url else None
+        self.owners = VoiceOwners(redis)
+        self.audio_links = AudioLinks(redis)
 
     def routes(self) -> list[web.RouteDef]:
         p = API_PREFIX
@@ -87,6 +134,7 @@ class VoxtralCompatible:
             web.get(f"{p}/voices/presets", self.list_presets),
             web.patch(f"{p}/voices/{{voice_id}}", self.update_voice),
             web.delete(f"{p}/voices/{{voice_id}}", self.delete_voice),
+            web.get(f"{p}/audio/{{audio_id}}", self.audio),
         ]
 
     async def generate(self, request: web.Request) -> web.Response:
@@ -99,12 +147,17 @@ class VoxtralCompatible:
             await self._refund(principal, op_id)
             raise
         await self._commit(principal, op_id, len(speech.input))
+        audio_url = None
+        if result.audio_url:
+            audio_id = result.generation_id or uuid.uuid4().hex
+            await self.audio_links.add(audio_id, AudioLink(result.audio_url, principal.account_id))
+            audio_url = f"{request.scheme}://{request.host}{API_PREFIX}/audio/{audio_id}"
         return ok(
             {
                 "audio_data": base64.b64encode(result.audio).decode(),
                 "format": result.format,
                 "generation_id": result.generation_id,
-                "audio_url": result.audio_url,
+                "audio_url": audio_url,
                 "chunks": result.chunks,
                 "credits_used": len(speech.input),
             }
@@ -141,6 +194,29 @@ class VoxtralCompatible:
             if not committed:
                 await self._refund(principal, op_id)
         return response
+
+    async def audio(self, request: web.Request) -> web.StreamResponse:
+        """A recent generation's audio, streamed from the upstream with its content type."""
+        principal = await self._auth(request)
+        link = await self.audio_links.get(request.match_info["audio_id"])
+        if link is None or link.account_id != principal.account_id:
+            raise InvalidInput("no such generation (its audio is kept an hour)", code="not_found")
+        config = self.services.upstream_client.config
+        # The upstream's key goes only to its own base URL, never where it redirects.
+        own = link.url.startswith(config.base_url.rstrip("/") + "/")
+        headers = {"Accept-Encoding": "identity"}  # relayed as is, Content-Length and all
+        if own and config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        timeout = aiohttp.ClientTimeout(
+            total=config.total_timeout, sock_connect=config.connect_timeout
+        )
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as http:
+            try:
+                upstream = await http.get(link.url, headers=headers, allow_redirects=not own)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamConnectionError(f"upstream audio unreachable: {exc!r}") from exc
+            async with upstream:
+                return await _relay(request, upstream)
 
     async def clone_voice(self, request: web.Request) -> web.Response:
         principal = await self._auth(request)
@@ -272,6 +348,29 @@ def _voice_json(voice: Any) -> dict[str, Any]:
         "tags": list(voice.tags),
         "created_at": voice.created_at,
     }
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    if upstream.status in (404, 410):
+        raise InvalidInput("the upstream no longer has this audio", code="not_found")
+    if upstream.status != 200:
+        raise UpstreamError(f"upstream audio answered {upstream.status}", status=upstream.status)
+    response = web.StreamResponse(
+        headers={"Content-Type": upstream.headers.get("Content-Type", "application/octet-stream")}
+    )
+    if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    try:
+        async for piece in upstream.content.iter_any():
+            await response.write(piece)
+    except (aiohttp.ClientError, TimeoutError):
+        log.warning("upstream audio broke off; the caller's connection is dropped")
+        if request.transport is not None:
+            request.transport.close()  # a cut body must not look whole
+        return response
+    await response.write_eof()
+    return response
 
 
 def _b64(data: bytes) -> str:
