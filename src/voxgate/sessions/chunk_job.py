@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -42,6 +42,10 @@ class RetryPolicy:
         if error.retry_after is not None:
             return min(max(backoff, error.retry_after), self.max_delay_s * 5)
         return backoff
+
+
+# Waits until the context has room for more of this job's audio (see ``ChunkJob.start``).
+Gate = Callable[["ChunkJob"], Awaitable[None]]
 
 
 class JobState(StrEnum):
@@ -76,16 +80,27 @@ class ChunkJob:
         self._pieces: list[bytes] = []
         self._wake = wake  # the context's: set whenever this job has news
         self._task: asyncio.Task[None] | None = None
+        self._gate: Gate | None = None
 
     @property
-    def buffered_ms(self) -> float:
-        return (self.received_bytes - self.taken_bytes) * 500 / self.sample_rate
+    def held_bytes(self) -> int:
+        """Audio received and not yet taken."""
+        return self.received_bytes - self.taken_bytes
 
     @property
     def finished(self) -> bool:
         return self.state is not JobState.STREAMING
 
-    def start(self, upstream: SpeechStreamer, policy: RetryPolicy) -> None:
+    def start(
+        self, upstream: SpeechStreamer, policy: RetryPolicy, gate: Gate | None = None
+    ) -> None:
+        """Fetch the chunk; ``gate`` is awaited before each read of the upstream stream.
+
+        The gate is what bounds a session's memory whatever the chunk's length: while the
+        context holds as much audio as it may, the job stops reading, and the upstream's
+        stream waits in TCP's flow control instead of in this process.
+        """
+        self._gate = gate
         self._task = asyncio.create_task(self._run(upstream, policy), name=f"chunk-{self.op_id}")
 
     def take(self) -> bytes:
@@ -132,6 +147,8 @@ class ChunkJob:
         normaliser = PcmNormaliser(self.sample_rate)
         async for chunk in upstream.stream(self.request):
             self._append(normaliser.push(chunk))
+            if self._gate is not None:
+                await self._gate(self)
         self._append(normaliser.flush())
 
     def _may_retry(self, error: UpstreamError, policy: RetryPolicy) -> bool:

@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 # Speech runs at roughly 14-16 characters a second; used only to place the cut inside a
 # chunk that was interrupted before its full duration was known.
 _ESTIMATED_MS_PER_CHAR = 65.0
+# Of the audio budget, what only the head job may fill (see ``Context._room_for``).
+_HEAD_SHARE_MS = 1000.0
+# Audio goes to the session in pieces no longer than this, so "delivered" (taken by the
+# transport) moves in small steps and a transport never holds a long piece it has not sent.
+_MAX_PIECE_MS = 100
 
 
 class ContextState(StrEnum):
@@ -84,6 +89,7 @@ class Context:
         self._waiting: deque[_Chunk] = deque()
         self._jobs: deque[ChunkJob] = deque()
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set when audio leaves: a gated job may read again
         self._emitted_ms = 0.0
         self._first_audio_at: float | None = None
         self._upstream_first_s: float | None = None  # its time to first audio, peak-held
@@ -172,6 +178,7 @@ class Context:
         """Account for an event the transport has taken; returns it, completed if need be."""
         if isinstance(event, AudioOut):
             self._chunks[event.chunk_index].delivered_bytes += len(event.pcm)
+            self._room.set()
         elif isinstance(event, ChunkEnded):
             chunk = self._chunks[event.chunk_index]
             self._settle(chunk, commit=chunk.cost)
@@ -274,20 +281,48 @@ class Context:
             if self.state is ContextState.INTERRUPTED:  # it came while we awaited the ledger
                 self._settle(chunk, commit=0)
                 return
-            job.start(self._session.upstream, self._options.pipeline.retry)
+            job.start(self._session.upstream, self._options.pipeline.retry, self._room_for)
 
     def _may_start(self, chunk: _Chunk) -> bool:
-        unfinished = [j for j in self._jobs if not j.finished]
-        if not unfinished and not self._jobs:
+        """The session's lookahead limits allow one more chunk (``PipelineOptions``).
+
+        What is held ahead of the listener counts until the listener has been given it:
+        a chunk's credits stay held (and the chunk counted) until its last audio has been
+        taken by the transport, however long ago the upstream finished it.
+        """
+        held_chunks, held_credits = self._session.held()
+        if not held_chunks:
             return True  # a limit may slow a turn, never stall it
         limits = self._options.pipeline
-        at_risk = sum(c.cost for c in self._chunks if c.reserved and not c.settled)
-        buffered = sum(j.buffered_ms for j in self._jobs) + self._unplayed_ms()
         return (
-            len(unfinished) < limits.max_inflight
-            and at_risk + chunk.cost <= limits.max_credits_at_risk
-            and buffered < limits.max_buffered_ms
+            held_chunks < limits.max_inflight
+            and held_credits + chunk.cost <= limits.max_credits_at_risk
+            and self._session.ahead_ms() < limits.max_buffered_ms
         )
+
+    def ahead_ms(self) -> float:
+        """Audio of this context in the gateway: fetched or emitted, not yet delivered."""
+        return self._ms(self._undelivered_bytes() + sum(j.held_bytes for j in self._jobs))
+
+    def _undelivered_bytes(self) -> int:
+        return sum(c.emitted_bytes - c.delivered_bytes for c in self._chunks if not c.settled)
+
+    async def _room_for(self, job: ChunkJob) -> None:
+        """Until this context may hold more of ``job``'s audio (the jobs' read gate).
+
+        Everything counts: audio emitted and not yet taken by the transport, and audio
+        buffered in the jobs. Later jobs stop a share of the budget earlier than the head,
+        so whenever the head is held back, at least that share of its own audio is waiting
+        for the transport: taking it is what frees the head, and nothing can deadlock.
+        """
+        budget_ms = self._options.pipeline.max_buffered_ms
+        head_share_ms = min(_HEAD_SHARE_MS, budget_ms / 4)
+        while self._jobs and job in self._jobs and job.state is JobState.STREAMING:
+            limit_ms = budget_ms if job is self._jobs[0] else budget_ms - head_share_ms
+            if self.ahead_ms() < limit_ms:
+                return
+            self._room.clear()
+            await self._room.wait()
 
     def _emit_in_order(self) -> bool:
         progressed = False
@@ -301,6 +336,7 @@ class Context:
             if not job.finished:
                 return progressed
             self._jobs.popleft()
+            self._room.set()  # the next job is the head now
             self._emit_end(job, chunk)
             progressed = True
         return progressed
@@ -315,9 +351,14 @@ class Context:
             )
         if self._first_audio_at is None:
             self._first_audio_at = self._session.clock()
-        self._session.emit(AudioOut(self.id, chunk.index, data, self._rate, self._emitted_ms))
-        self._emitted_ms += self._ms(len(data))
-        chunk.emitted_bytes += len(data)
+        step = self._rate * _MAX_PIECE_MS // 1000 * 2
+        for start in range(0, len(data), step):
+            piece = data[start : start + step]
+            self._session.emit(
+                AudioOut(self.id, chunk.index, piece, self._rate, self._emitted_ms)
+            )
+            self._emitted_ms += self._ms(len(piece))
+            chunk.emitted_bytes += len(piece)
 
     def _note_upstream_first(self, seconds: float) -> None:
         # Follows a slower upstream at once and a faster one gradually: better a chunk

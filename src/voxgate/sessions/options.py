@@ -38,12 +38,15 @@ class VoiceOptions:
 
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
-    """How far synthesis may run ahead of the listener.
+    """How far synthesis may run ahead of the listener, per session.
 
     A new chunk goes upstream only while all three hold: fewer than ``max_inflight`` chunks
-    are fetched-but-unfinished, less than ``max_buffered_ms`` of audio waits unplayed, and
-    fewer than ``max_credits_at_risk`` credits are reserved for audio not yet delivered.
-    The first chunk of a turn is always allowed, so a limit can slow a turn, never stall it.
+    are held (reserved, and their audio not yet all taken by the transport), less than
+    ``max_buffered_ms`` of audio is in the gateway untaken, and the held credits stay within
+    ``max_credits_at_risk`` with the new chunk's. When nothing is held the next chunk may
+    always go, so a limit can slow a turn, never stall it. A chunk being fetched stops
+    reading the upstream while its context holds ``max_buffered_ms`` of audio, so memory
+    stays bounded whatever the length of the turn or of its chunks.
     """
 
     max_inflight: int = 3

@@ -158,6 +158,14 @@ class Session:
         """Contexts that still have text to speak or events to deliver."""
         return sum(1 for c in self._contexts.values() if _active(c))
 
+    def held(self) -> tuple[int, int]:
+        """Chunks, and their credits, reserved and not yet settled: held ahead of the listener."""
+        return len(self._holds), sum(self._holds.values())
+
+    def ahead_ms(self) -> float:
+        """Audio in the gateway, fetched or emitted, that the transport has not yet taken."""
+        return sum(c.ahead_ms() for c in self._contexts.values())
+
     def undelivered_audio_ms(self) -> float:
         """Audio emitted by the contexts and not yet taken by the transport."""
         return sum(e.duration_ms for _, e in self._events if isinstance(e, AudioOut))
