@@ -198,6 +198,13 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "VOXTRAL_IDLE_TIMEOUT",
+        "10",
+        "Seconds the upstream's stream may go silent once its audio has started",
+        "upstream.idle_timeout",
+        float,
+    ),
+    Setting(
         "VOXTRAL_TOTAL_TIMEOUT",
         "120",
         "Seconds one upstream request may take in all",

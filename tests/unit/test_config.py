@@ -1,11 +1,16 @@
-"""Settings from the environment: WebRTC Opus settings parse and are range-checked."""
+"""Settings from the environment: they parse and are range-checked, and the README's
+configuration table is the one ``voxgate serve --help-config`` prints."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from voxgate.config import Settings
+from voxgate.config import Settings, settings_table
 from voxgate.errors import ConfigError
+
+README = Path(__file__).parents[2] / "README.md"
 
 
 def test_webrtc_settings_from_the_environment() -> None:
@@ -35,3 +40,26 @@ def test_webrtc_settings_from_the_environment() -> None:
 def test_bad_webrtc_settings_are_config_errors(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_upstream_idle_timeout_from_the_environment() -> None:
+    assert Settings.from_env({"VOXTRAL_IDLE_TIMEOUT": "2.5"}).upstream.idle_timeout == 2.5
+    assert Settings.from_env({}).upstream.idle_timeout == 10.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "idle_timeout must be positive"),
+        ("-1", "idle_timeout must be positive"),
+        ("nan", "idle_timeout must be positive"),
+        ("soon", "VOXTRAL_IDLE_TIMEOUT"),
+    ],
+)
+def test_bad_upstream_idle_timeout_is_a_config_error(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"VOXTRAL_IDLE_TIMEOUT": value})
+
+
+def test_the_readme_lists_every_setting_as_help_config_does() -> None:
+    assert settings_table() in README.read_text()

@@ -101,6 +101,7 @@ class Services:
                 api_key=engine.api_key,
                 pcm_sample_rate=settings.upstream.pcm_sample_rate,
                 first_byte_timeout=settings.upstream.first_byte_timeout,
+                idle_timeout=settings.upstream.idle_timeout,
                 total_timeout=settings.upstream.total_timeout,
             )
         metrics = Metrics()

@@ -46,7 +46,9 @@ class UpstreamConfig:
     """Where the upstream is and how long to wait for it.
 
     ``first_byte_timeout`` bounds the wait for the response and its first audio;
-    ``total_timeout`` bounds a whole request, however steadily a slow stream trickles.
+    ``idle_timeout`` then bounds each silence of a stream, so one that stalls mid-stream
+    fails in seconds; ``total_timeout`` bounds a whole request, however steadily a slow
+    stream trickles.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -54,6 +56,7 @@ class UpstreamConfig:
     pcm_sample_rate: int = 24000
     connect_timeout: float = 5.0
     first_byte_timeout: float = 15.0
+    idle_timeout: float = 10.0
     total_timeout: float = 120.0
     max_connections: int = 64
 
@@ -62,8 +65,8 @@ class UpstreamConfig:
             raise ConfigError(f"upstream base URL must be http(s): {self.base_url!r}")
         if self.pcm_sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
             raise ConfigError(f"unsupported upstream PCM sample rate {self.pcm_sample_rate}")
-        for name in ("connect_timeout", "first_byte_timeout", "total_timeout"):
-            if getattr(self, name) <= 0:
+        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout"):
+            if not getattr(self, name) > 0:  # NaN too
                 raise ConfigError(f"{name} must be positive")
 
 
@@ -121,18 +124,24 @@ class Upstream:
         if request.response_format not in (None, "pcm"):
             raise ConfigError("stream() yields PCM; use stream_encoded() for other formats")
         decoder = PcmStreamDecoder(self.config.pcm_sample_rate)
-        async for delta in self.stream_encoded(request):
-            for chunk in decoder.feed(delta):
-                yield chunk
+        streamed_s = 0.0
+        try:
+            async for delta in self.stream_encoded(request):
+                for chunk in decoder.feed(delta):
+                    streamed_s += chunk.duration
+                    yield chunk
+        except _Stalled as stall:
+            # Only the decoded PCM knows how much audio that was (a WAV header sets its rate).
+            raise UpstreamTimeout(stall.after(f"{streamed_s * 1000:.0f} ms")) from stall
         decoder.finish()
 
     async def stream_encoded(self, request: SpeechRequest) -> AsyncIterator[bytes]:
         """Stream the raw audio bytes of each ``speech.audio.delta``, in the requested format."""
-        deadline = _Deadlines(self.config.first_byte_timeout, self.config.total_timeout)
+        deadline = _Deadlines(self.config)
         http_request = self._http.build_request(
             "POST", "stream", json=request.to_json(), headers={"Accept": "text/event-stream"}
         )
-        response = await deadline.first(self._send(http_request, stream=True))
+        response = await deadline.wait(self._send(http_request, stream=True))
         try:
             await self._raise_for_status(response, deadline)
             async for delta in self._audio_deltas(response, deadline):
@@ -149,7 +158,7 @@ class Upstream:
         raw = response.aiter_raw()
         while True:
             try:
-                piece = await deadline.next(anext(raw))
+                piece = await deadline.wait(anext(raw))
             except StopAsyncIteration:
                 break
             for event in parser.feed(piece):
@@ -157,6 +166,7 @@ class Upstream:
                     return
                 delta = _handle_event(event)
                 if delta:
+                    deadline.audio(len(delta))
                     yield delta
         raise UpstreamStreamError("stream ended without speech.audio.done", retryable=True)
 
@@ -220,12 +230,12 @@ class Upstream:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        deadline = _Deadlines(self.config.first_byte_timeout, self.config.total_timeout)
+        deadline = _Deadlines(self.config)
         request = self._http.build_request(method, path, **kwargs)
-        response = await deadline.first(self._send(request, stream=True))
+        response = await deadline.wait(self._send(request, stream=True))
         try:
             await self._raise_for_status(response, deadline)
-            body = await deadline.next(response.aread())
+            body = await deadline.wait(response.aread())
         finally:
             await response.aclose()
         return _unwrap_envelope(body, response.status_code)
@@ -250,7 +260,7 @@ class Upstream:
                 retryable=False,
             )
         try:
-            body = await deadline.next(response.aread())
+            body = await deadline.wait(response.aread())
         except UpstreamError:
             body = b""
         code, message, name = _error_fields(body)
@@ -264,38 +274,58 @@ class Upstream:
 
 
 class _Deadlines:
-    """A first-byte deadline and a total deadline, both on the event loop's clock."""
+    """One request's deadlines, on the event loop's clock: its first audio within the
+    first-byte timeout, then no silence longer than the idle timeout, all within the total.
 
-    def __init__(self, first_byte: float, total: float) -> None:
+    Only a wait in progress is timed: while the caller does not read (its listener is
+    behind), the stream waits in TCP's flow control and no silence is counted.
+    """
+
+    def __init__(self, config: UpstreamConfig) -> None:
         now = time.monotonic()
-        self._first_byte_at = now + first_byte
-        self._total_at = now + total
-        self._first_byte = first_byte
-        self._total = total
-        self._got_first = False
+        self._config = config
+        self._first_byte_at = now + config.first_byte_timeout
+        self._total_at = now + config.total_timeout
+        self._audio_bytes: int | None = None  # None until the first audio
 
-    async def first(self, awaitable: Any) -> Any:
-        return await self._wait(awaitable, min(self._first_byte_at, self._total_at))
+    def audio(self, nbytes: int) -> None:
+        """Audio arrived: from now on each wait is bounded by the idle timeout."""
+        self._audio_bytes = (self._audio_bytes or 0) + nbytes
 
-    async def next(self, awaitable: Any) -> Any:
-        limit = self._total_at if self._got_first else min(self._first_byte_at, self._total_at)
-        result = await self._wait(awaitable, limit)
-        self._got_first = True
-        return result
-
-    async def _wait(self, awaitable: Any, until: float) -> Any:
-        remaining = until - time.monotonic()
+    async def wait(self, awaitable: Any) -> Any:
+        now = time.monotonic()
+        if self._audio_bytes is None:
+            until, which = self._first_byte_at, "first-byte"
+        else:
+            until, which = now + self._config.idle_timeout, "idle"
+        if self._total_at <= until:
+            until, which = self._total_at, "total"
         try:
-            async with asyncio.timeout(max(remaining, 0.0)):
+            async with asyncio.timeout(max(until - now, 0.0)):
                 return await awaitable
         except TimeoutError as exc:
-            which = "total" if until == self._total_at else "first-byte"
-            limit = self._total if which == "total" else self._first_byte
-            raise UpstreamTimeout(f"upstream exceeded the {which} deadline of {limit:g} s") from exc
+            raise self._expired(which) from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamConnectionError(f"upstream connection broke: {exc!r}") from exc
+
+    def _expired(self, which: str) -> UpstreamTimeout:
+        if which == "idle":
+            return _Stalled(self._config.idle_timeout, self._audio_bytes or 0)
+        limit = self._config.total_timeout if which == "total" else self._config.first_byte_timeout
+        return UpstreamTimeout(f"upstream exceeded the {which} deadline of {limit:g} s")
+
+
+class _Stalled(UpstreamTimeout):
+    """The stream went silent for the idle timeout after its audio had started."""
+
+    def __init__(self, idle_timeout: float, audio_bytes: int) -> None:
+        self.idle_timeout = idle_timeout
+        super().__init__(self.after(f"{audio_bytes} bytes"))
+
+    def after(self, audio: str) -> str:
+        return f"upstream stalled after {audio} of audio: nothing for {self.idle_timeout:g} s"
 
 
 def _handle_event(event: ServerSentEvent) -> bytes:
