@@ -2,12 +2,14 @@
 
 The request's ``input`` names the fault; each answer is what a misbehaving upstream or a
 bad network would produce. Everything else about the API is the embedded engine's job.
+The app counts the requests for each input in ``app[ATTEMPTS]``, so a test can see retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections import Counter
 
 from aiohttp import web
 
@@ -17,6 +19,7 @@ DELTA = (
     + b'"}\n\n'
 )
 DONE = b"event: speech.audio.done\ndata: {}\n\n"
+ATTEMPTS = web.AppKey("attempts", Counter[str])
 
 
 async def _sse(request: web.Request, *parts: bytes, pause: float = 0.0) -> web.StreamResponse:
@@ -28,8 +31,21 @@ async def _sse(request: web.Request, *parts: bytes, pause: float = 0.0) -> web.S
     return response
 
 
+async def _silence(request: web.Request) -> None:
+    """Say nothing more, the connection open, until the client hangs up."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.05)
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     fault = (await request.json())["input"]
+    request.app[ATTEMPTS][fault] += 1
+    if fault == "stall":  # once: a retry of it is answered in full
+        if request.app[ATTEMPTS][fault] > 1:
+            return await _sse(request, *([DELTA] * 8), DONE)
+        response = await _sse(request, DELTA, DELTA, DELTA)
+        await _silence(request)
+        return response
     if fault == "truncated":
         return await _sse(request, DELTA, DELTA)
     if fault == "malformed-json":
@@ -88,5 +104,6 @@ async def _status(fault: str) -> web.Response:
 
 def create_faulty_app() -> web.Application:
     app = web.Application()
+    app[ATTEMPTS] = Counter()
     app.add_routes([web.post("/api/tts/stream", stream), web.post("/api/tts/generate", generate)])
     return app

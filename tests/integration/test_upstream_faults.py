@@ -1,35 +1,104 @@
-"""The client's typed errors, against an upstream that misbehaves on request."""
+"""The client's typed errors, against an upstream that misbehaves on request; and what a
+realtime client of the gateway observes when that upstream stalls mid-stream."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.fakes.faulty_upstream import create_faulty_app
+from tests.fakes.faulty_upstream import ATTEMPTS, create_faulty_app
+from tests.gateway_harness import Gateway, Received, receive_until
+from voxgate.config import Settings
 from voxgate.errors import (
     UpstreamConnectionError,
     UpstreamError,
     UpstreamStreamError,
     UpstreamTimeout,
 )
+from voxgate.gateway.app import create_gateway_app
+from voxgate.gateway.services import Services
+from voxgate.sessions.ledger import audit
 from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
 
 VOICE = "82c99ee6-f932-423f-a4a3-d403c8914b8d"
+IDLE_S = 0.5
+DELTA_BYTES = 960  # one delta of the faulty upstream: 20 ms of 24 kHz s16le
+KEY = "vg_test_key_0123456789abcdef"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
-async def faulty(aiohttp_server: Callable[..., Awaitable[Any]]) -> AsyncIterator[Upstream]:
-    server = await aiohttp_server(create_faulty_app())
-    config = UpstreamConfig(
+async def faulty_server(aiohttp_server: ServerFactory) -> TestServer:
+    return await aiohttp_server(create_faulty_app())
+
+
+def faulty_config(
+    server: TestServer, *, first_byte_timeout: float = 15.0, total_timeout: float = 120.0
+) -> UpstreamConfig:
+    return UpstreamConfig(
         base_url=str(server.make_url("/api/tts")),
         api_key="k" * 12,
-        first_byte_timeout=1.0,
-        total_timeout=2.0,
+        first_byte_timeout=first_byte_timeout,
+        idle_timeout=IDLE_S,
+        total_timeout=total_timeout,
     )
+
+
+@pytest.fixture
+async def faulty(faulty_server: TestServer) -> AsyncIterator[Upstream]:
+    config = faulty_config(faulty_server, first_byte_timeout=1.0, total_timeout=2.0)
     async with Upstream(config) as client:
         yield client
+
+
+@pytest.fixture
+def attempts(faulty_server: TestServer) -> Counter[str]:
+    return faulty_server.app[ATTEMPTS]
+
+
+@pytest.fixture
+async def gateway(
+    faulty_server: TestServer, aiohttp_server: ServerFactory
+) -> AsyncIterator[Gateway]:
+    """The gateway in front of the faulty upstream, its idle timeout short enough to wait for."""
+    settings = Settings(upstream=faulty_config(faulty_server), api_keys=(f"{KEY}:1000",))
+    services = await Services.start(settings)
+    server = await aiohttp_server(create_gateway_app(services))
+    try:
+        yield Gateway(str(server.make_url("")).rstrip("/"), services, KEY)
+        assert await audit(services.ledger) == []
+    finally:
+        await server.close()
+        await services.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def open_socket(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> tuple[aiohttp.ClientWebSocketResponse, Received]:
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    ws = await http.ws_connect(gateway.ws_url, headers=headers)
+    return ws, await receive_until(ws, "session.created", Received())
+
+
+async def balance(gateway: Gateway) -> tuple[int, int]:
+    """(committed, held) credits of the test key's account."""
+    account = (await gateway.services.keys.authenticate(gateway.api_key)).account_id
+    await asyncio.sleep(0.1)  # settlements are written after the event that made them
+    result = await gateway.services.ledger.balance(account)
+    return result.committed, result.held
 
 
 def speech(fault: str) -> SpeechRequest:
@@ -119,6 +188,14 @@ async def test_total_deadline_bounds_a_trickling_stream(faulty: Upstream) -> Non
         await collect(faulty, "trickle")
 
 
+async def test_a_stream_that_stalls_fails_after_the_idle_timeout(faulty: Upstream) -> None:
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match="stalled after 60 ms of audio") as caught:
+        await collect(faulty, "stall")
+    assert caught.value.retryable
+    assert IDLE_S <= time.monotonic() - started < IDLE_S + 0.3  # not the 2 s total deadline
+
+
 async def test_unreachable_upstream_is_retryable() -> None:
     config = UpstreamConfig(base_url="http://127.0.0.1:9/api/tts", connect_timeout=1.0)
     async with Upstream(config) as client:
@@ -126,3 +203,52 @@ async def test_unreachable_upstream_is_retryable() -> None:
             await client.generate(speech("ok"))
     assert caught.value.retryable
     assert caught.value.status == 0
+
+
+# -- the gateway, in front of an upstream that stalls -------------------------------------
+
+
+async def test_a_stall_before_any_audio_was_delivered_is_retried_in_full(
+    http: aiohttp.ClientSession, gateway: Gateway, attempts: Counter[str]
+) -> None:
+    ws, received = await open_socket(http, gateway)
+    # "stall" is fetched while "trickle" is still playing, so none of it has been delivered.
+    await ws.send_json({"type": "text.append", "text": "trickle"})
+    await ws.send_json({"type": "text.flush"})
+    await ws.send_json({"type": "text.append", "text": "stall"})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    assert attempts["stall"] == 2
+    assert not received.of("chunk.failed")
+    ended = received.of("chunk.ended")
+    assert [m["text"].strip() for m in ended] == ["trickle", "stall"]
+    assert ended[1]["end_ms"] - ended[1]["start_ms"] == pytest.approx(8 * 20)  # the retry's
+    assert len(received.audio()) == (40 + 8) * DELTA_BYTES
+    assert received.of("context.done")[0]["usage"]["characters"] == len("trickle" + "stall")
+    assert await balance(gateway) == (len("trickle" + "stall"), 0)  # charged once
+    await ws.close()
+
+
+async def test_a_stall_after_audio_was_delivered_fails_the_chunk_and_refunds_it(
+    http: aiohttp.ClientSession, gateway: Gateway, attempts: Counter[str]
+) -> None:
+    ws, received = await open_socket(http, gateway)
+    await ws.send_json({"type": "text.append", "text": "stall"})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "chunk.started", received)
+    stalled_at = time.monotonic()  # its three deltas come at once, then nothing
+    await receive_until(ws, "chunk.failed", received)
+    waited = time.monotonic() - stalled_at
+    await receive_until(ws, "context.done", received)
+    failed = received.of("chunk.failed")[0]
+    assert failed["code"] == "upstream_timeout"
+    assert failed["partial"] is True
+    assert "stalled after 60 ms of audio" in failed["message"]
+    assert IDLE_S - 0.05 <= waited < IDLE_S + 0.5
+    assert attempts["stall"] == 1  # the listener heard some of it: a retry would repeat it
+    assert len(received.audio()) == 3 * DELTA_BYTES
+    usage = received.of("context.done")[0]["usage"]
+    assert usage["characters"] == 0
+    assert usage["audio_ms"] == pytest.approx(60)
+    assert await balance(gateway) == (0, 0)  # a failed chunk is refunded
+    await ws.close()
