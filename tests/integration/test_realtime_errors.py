@@ -126,6 +126,25 @@ async def test_a_seq_past_the_documented_range_is_refused(
     await ws.close()
 
 
+async def test_interrupting_when_nothing_plays_is_an_error(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws, received = await open_socket(http, gateway)
+    error = await error_for(ws, received, {"type": "interrupt", "event_id": "i0"})
+    assert error["code"] == "unknown_context"  # no text yet: no session to interrupt
+    await ws.send_json({"type": "text.append", "text": "Short."})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    error = await error_for(ws, received, {"type": "interrupt", "event_id": "i1"})
+    assert (error["code"], error["fatal"], error["event_id"]) == (
+        "nothing_to_interrupt",
+        False,
+        "i1",
+    )
+    await still_works(ws, received)
+    await ws.close()
+
+
 async def test_oversize_message_closes_with_1009(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:
