@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.conftest import Target
@@ -32,11 +32,16 @@ async def gateway(target: Target) -> AsyncIterator[Gateway]:
 class Listener:
     """A browser-like receiver: offers recvonly audio, collects decoded frames."""
 
-    def __init__(self, *, data_channel: bool = False) -> None:
+    def __init__(self, *, data_channel: bool = False, codecs: tuple[str, ...] = ()) -> None:
         self.pc = RTCPeerConnection()
-        self.pc.addTransceiver("audio", direction="recvonly")
+        transceiver = self.pc.addTransceiver("audio", direction="recvonly")
+        if codecs:  # offered in this order of preference, and only these
+            capabilities = RTCRtpReceiver.getCapabilities("audio").codecs
+            by_name = {c.mimeType.lower(): c for c in capabilities}
+            transceiver.setCodecPreferences([by_name[f"audio/{name}"] for name in codecs])
         self.channel = self.pc.createDataChannel("voxgate") if data_channel else None
         self.frames: list[tuple[float, np.ndarray]] = []
+        self.sample_rates: set[int] = set()
         self.stamped: list[tuple[int, float]] = []  # (RTP timestamp, RMS)
         self.timestamps: list[int] = []
         self._reader: asyncio.Task[None] | None = None
@@ -53,6 +58,7 @@ class Listener:
             except MediaStreamError:
                 return
             self.timestamps.append(frame.pts)
+            self.sample_rates.add(frame.sample_rate)
             samples = frame.to_ndarray().reshape(-1)
             self.frames.append((loop.time(), samples))
             rms = float(np.sqrt(np.mean((samples.astype(np.float32) / 32768) ** 2)))
@@ -226,6 +232,7 @@ async def test_whep_creates_a_session_driven_over_a_data_channel(gateway: Gatewa
         ("/v1/sessions/{id}/whep", "not sdp", "application/sdp", 400, "bad_sdp"),
         ("/v1/sessions/{id}/whep", None, "application/json", 415, "unsupported_media_type"),
         ("/v1/sessions/{id}/whep", "datachannel-only", "application/sdp", 400, "no_audio"),
+        ("/v1/sessions/{id}/whep", "pcmu-only", "application/sdp", 400, "no_opus"),
         ("/v1/whep", None, "application/sdp", 400, "no_data_channel"),
     ],
 )
@@ -236,6 +243,10 @@ async def test_whep_errors(
         ws, _, session_id = await open_session(http, gateway)
         if body is None:
             listener = Listener()
+            body = await listener.offer()
+            await listener.close()
+        elif body == "pcmu-only":
+            listener = Listener(codecs=("pcmu",))
             body = await listener.offer()
             await listener.close()
         elif body == "datachannel-only":
@@ -263,6 +274,28 @@ async def test_whep_errors(
     assert gateway.services.live_sessions == {} or all(
         c.webrtc is None for c in gateway.services.live_sessions.values()
     )
+
+
+async def test_an_offer_preferring_another_codec_gets_opus_alone(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws, received, session_id = await open_session(http, gateway)
+        listener = Listener(codecs=("pcmu", "opus", "pcma"))
+        response = await offer_to_session(http, gateway, session_id, listener)
+        assert response.status == 201, await response.text()
+        answer = await response.text()
+        audio = next(line for line in answer.splitlines() if line.startswith("m=audio"))
+        opus = re.search(r"^a=rtpmap:(\d+) opus/48000/2", answer, re.M)
+        assert opus is not None
+        assert audio.split()[3:] == [opus.group(1)]  # the only payload type answered
+        await listener.answer(answer)
+        await wait_for(lambda: listener.pc.connectionState == "connected")
+        await ws.send_json({"type": "text.append", "text": "Opus, whatever came first."})
+        await ws.send_json({"type": "context.close"})
+        await receive_until(ws, "context.done", received)
+        await wait_for(lambda: sum(e > 0.01 for e in listener.energy_since(0)) > 10)
+        assert listener.sample_rates == {48000}  # decoded as Opus, not as 8 kHz PCMU
+        await listener.close()
+        await ws.close()
 
 
 async def test_a_client_token_is_spent_only_on_a_session_that_exists(gateway: Gateway) -> None:

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxgate.errors import AuthError, InvalidInput
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 30.0
 DATA_CHANNEL_LABEL = "voxgate"
 _MAX_SDP_BYTES = 64 * 1024
+_NO_AUDIO = "the offer has no audio m-line to send the speech on"
+_OPUS = re.compile(r"(?im)^a=rtpmap:\d+ opus/48000")
 
 
 @dataclass
@@ -184,19 +188,17 @@ class WhepEndpoint:
         try:
             if owns_session:
                 pc.on("datachannel", lambda channel: self._on_channel(resource, channel, principal))
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
-            if not audio:
-                raise InvalidInput(
-                    "the offer has no audio m-line to send the speech on", code="no_audio"
-                )
-            transceiver = audio[0]
+            # Made before the offer is read: aiortc settles the answer's codecs as it reads
+            # the offer, and our Opus packets must never go out under another codec's label.
+            transceiver = pc.addTransceiver("audio", direction="sendonly")
             send_opus_only(transceiver)
-            transceiver.direction = "sendonly"
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            if transceiver.mid is None:
+                raise InvalidInput(_NO_AUDIO, code="no_audio")
             transceiver.sender.replaceTrack(track)
             track.bind(transceiver)
             await pc.setLocalDescription(await pc.createAnswer())
-        except ValueError as exc:
+        except (ValueError, OperationError) as exc:
             await pc.close()
             raise InvalidInput(f"cannot use this SDP offer: {exc}", code="bad_sdp") from None
         except BaseException:
@@ -362,6 +364,11 @@ async def _offer(request: web.Request) -> str:
     offer = body.decode("utf-8", "replace")
     if not offer.startswith("v=0"):
         raise InvalidInput("the body is not an SDP offer (it must start with v=0)", code="bad_sdp")
+    audio = next((m for m in re.split(r"(?m)^(?=m=)", offer) if m.startswith("m=audio")), None)
+    if audio is None:
+        raise InvalidInput(_NO_AUDIO, code="no_audio")
+    if not _OPUS.search(audio):
+        raise InvalidInput("the offer's audio does not take Opus, all we send", code="no_opus")
     return offer
 
 
