@@ -21,6 +21,7 @@ from voxgate.errors import (
     LimitExceeded,
     ProtocolViolation,
     QuotaExceeded,
+    StoreUnavailable,
     UpstreamError,
     UpstreamTimeout,
     VoxgateError,
@@ -36,6 +37,7 @@ _STATUS_BY_CODE = {
     "too_many_sessions": 429,
     "rate_limited": 429,
     "draining": 503,
+    "store_unavailable": 503,
     "unsupported_media_type": 415,
     "forbidden": 403,
 }
@@ -87,6 +89,10 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     """Every error of an HTTP handler answered in the envelope, with its status."""
     try:
         return await handler(request)
+    except StoreUnavailable as exc:  # an outage the caller can wait out: no traceback
+        response = error_response(status_of(exc), exc.code, exc.message)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except VoxgateError as exc:
         return error_response(status_of(exc), exc.code, exc.message)
     except web.HTTPException as exc:

@@ -10,6 +10,7 @@ Callers catch by what went wrong, not by where::
     ├── ProtocolViolation           a client sent something the protocol does not allow
     │   └── InvalidInput            a field with a bad value (too long, out of range, bad base64)
     ├── AudioError                  audio that cannot be decoded or encoded
+    ├── StoreUnavailable            Redis (credits, keys, tokens) cannot be reached; retryable
     └── UpstreamError               the TTS upstream failed; .status, .code, .retryable
         ├── UpstreamTimeout         no first byte, or no end, within the deadline
         ├── UpstreamConnectionError the connection could not be made or broke
@@ -65,6 +66,21 @@ class InvalidInput(ProtocolViolation):
 
 class AudioError(VoxgateError):
     code = "audio_error"
+
+
+class StoreUnavailable(VoxgateError):
+    """The store (Redis) could not be reached in time; the same call may succeed shortly.
+
+    Nothing was changed on the caller's behalf that the gateway will not settle itself:
+    a chunk whose reserve failed is voided, a settlement is retried until Redis answers.
+    """
+
+    code = "store_unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamError(VoxgateError):

@@ -217,6 +217,32 @@ async def test_settling_an_unknown_op_says_so(ledger: Ledger) -> None:
         assert (outcome.applied, outcome.ok) == (False, False)
 
 
+async def test_void_refunds_a_reserve_that_did_happen(ledger: Ledger) -> None:
+    await ledger.reserve("acme", "s1", 30, "op1")
+    voided = await ledger.void("op1", account_id="acme", session_id="s1", amount=30)
+    assert (voided.state, voided.applied, voided.released) == (REFUNDED, True, 30)
+    balance = await ledger.balance("acme")
+    assert (balance.available, balance.held, balance.refunded) == (100, 0, 30)
+
+
+async def test_void_before_a_late_reserve_keeps_it_from_holding(ledger: Ledger) -> None:
+    # The reserve's reply was lost and it runs only after the gateway voided it.
+    voided = await ledger.void("op1", account_id="acme", session_id="s1", amount=30)
+    assert (voided.state, voided.applied, voided.charged) == (REFUNDED, False, 0)
+    late = await ledger.reserve("acme", "s1", 30, "op1")
+    assert (late.state, late.created) == (REFUNDED, False)
+    balance = await ledger.balance("acme")
+    assert (balance.available, balance.held, balance.reservations) == (100, 0, 0)
+
+
+async def test_void_of_a_committed_hold_changes_nothing(ledger: Ledger) -> None:
+    await ledger.reserve("acme", "s1", 30, "op1")
+    await ledger.commit("op1", 20)
+    voided = await ledger.void("op1", account_id="acme", session_id="s1", amount=30)
+    assert (voided.state, voided.applied, voided.charged) == (COMMITTED, False, 20)
+    assert (await ledger.balance("acme")).committed == 20
+
+
 async def test_commit_and_refund_racing_apply_exactly_one(ledger: Ledger) -> None:
     ops = [f"op{i}" for i in range(20)]
     await asyncio.gather(*(ledger.reserve("acme", "s1", 5, op) for op in ops))

@@ -43,12 +43,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.auth import OriginPolicy
 from voxgate.gateway.keys import KeyRecord, KeyStore
 from voxgate.sessions.ledger import Clock, check_amount, check_id
+from voxgate.store import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,7 @@ class RedisTokenStore:
     ) -> RedisTokenStore:
         """A store on its own client, closed by ``aclose``."""
         # Blocking: a burst of redeems waits for a connection rather than failing.
-        pool = BlockingConnectionPool.from_url(url, max_connections=16, decode_responses=True)
-        client = Redis(connection_pool=pool)
+        client = redis_client(url, max_connections=16, blocking=True)
         return cls(client, prefix=prefix, retention_s=retention_s, owns_client=True)
 
     async def aclose(self) -> None:

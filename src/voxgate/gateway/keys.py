@@ -47,10 +47,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.sessions.ledger import Clock, Ledger, check_amount, check_id
+from voxgate.store import redis_client
 
 KEY_PREFIX = "vg_live_"
 KEY_ID_PREFIX = "vk_"
@@ -323,10 +324,8 @@ class RedisKeyStore(_KeyStoreBase):
     ) -> RedisKeyStore:
         """A store on its own client, closed by ``aclose``."""
         # Blocking: a burst of connections waits for a Redis connection rather than failing.
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, decode_responses=True
-        )
-        return cls(Redis(connection_pool=pool), ledger, prefix=prefix, owns_client=True)
+        client = redis_client(url, max_connections=max_connections, blocking=True)
+        return cls(client, ledger, prefix=prefix, owns_client=True)
 
     async def aclose(self) -> None:
         if self._owns_client:

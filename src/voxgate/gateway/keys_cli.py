@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from voxgate.errors import InvalidInput, VoxgateError
+from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
 from voxgate.gateway.keys import DEFAULT_MAX_SESSIONS, KeyRecord, RedisKeyStore
 from voxgate.sessions.ledger_redis import RedisLedger
 
@@ -100,6 +100,8 @@ def _runner(action: _Action) -> Callable[[argparse.Namespace], int]:
             return 2
         try:
             return asyncio.run(_run(action, args, url))
+        except StoreUnavailable as error:
+            _fail(f"Redis at {_where(url)}: {error.message}")
         except VoxgateError as error:
             _fail(error.message)
         except RedisError as error:

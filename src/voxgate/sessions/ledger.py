@@ -6,6 +6,10 @@ One chunk's credits (1 character = 1 credit) go through::
                  ├────refund───────────────▶ REFUNDED   everything released
                  └────ttl passes───────────▶ EXPIRED    everything released (a refund)
 
+A reservation whose reserve call failed to reach the store is *voided*: refunded if the
+reserve was applied after all, otherwise recorded as refunded so that a late reserve of the
+same op_id holds nothing.
+
 The first settlement wins and is final. A later commit or refund of the same ``op_id`` changes
 nothing and returns a :class:`Settlement` saying what the reservation became, so a commit
 after a refund (or after expiry) never charges and a refund after a commit never releases.
@@ -225,6 +229,19 @@ class Ledger(Protocol):
         """Release the whole hold; ``account_id`` as for :meth:`commit`."""
         ...
 
+    async def void(
+        self, op_id: str, *, account_id: str, session_id: str, amount: int
+    ) -> Settlement:
+        """Refund a reservation whose ``reserve`` call failed to reach the store.
+
+        That reserve may have been applied, or may still be, by a store that comes back:
+        if it was, this is a refund; if not, the op_id is recorded as refunded (for the
+        retention period, holding nothing), so a late reserve of it replays as refunded
+        and holds nothing either. ``state`` is ``REFUNDED`` both ways (or what the
+        reservation had already become).
+        """
+        ...
+
     async def session_usage(self, session_id: str, *, account_id: str | None = None) -> Usage:
         """A session's counters; ``InvalidInput(code="unknown_session")`` if it has none.
 
@@ -287,6 +304,12 @@ def check_reserve(
         or not 0 < ttl_s <= retention_s
     ):
         raise InvalidInput(f"ttl_s must be in (0, {retention_s}] seconds, not {ttl_s!r}")
+
+
+def check_void(op_id: str, account_id: str, session_id: str, amount: int) -> None:
+    for kind, value in (("op_id", op_id), ("account_id", account_id), ("session_id", session_id)):
+        check_id(kind, value)
+    check_amount("amount", amount, 1)
 
 
 def to_ms(seconds: float) -> int:

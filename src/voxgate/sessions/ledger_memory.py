@@ -29,6 +29,7 @@ from voxgate.sessions.ledger import (
     check_amount,
     check_id,
     check_reserve,
+    check_void,
     invalid_commit,
     op_id_conflict,
     quota_exceeded,
@@ -215,6 +216,18 @@ class MemoryLedger:
     async def refund(self, op_id: str, *, account_id: str | None = None) -> Settlement:
         check_id("op_id", op_id)
         return self._settle(op_id, "refund", None, account_id)
+
+    async def void(
+        self, op_id: str, *, account_id: str, session_id: str, amount: int
+    ) -> Settlement:
+        check_void(op_id, account_id, session_id, amount)
+        if op_id in self._ops:
+            return self._settle(op_id, "refund", None, account_id)
+        now = self._now()
+        tombstone = _Hold(op_id, account_id, session_id, amount, now, ReservationState.REFUNDED)
+        self._ops[op_id] = tombstone
+        self._settled.append((now, op_id))
+        return tombstone.settlement("refund", applied=False)
 
     async def session_usage(self, session_id: str, *, account_id: str | None = None) -> Usage:
         check_id("session_id", session_id)

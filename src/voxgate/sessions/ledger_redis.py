@@ -40,11 +40,11 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from voxgate.errors import InvalidInput
+from voxgate.errors import InvalidInput, StoreUnavailable
 from voxgate.sessions import ledger_scripts as lua
 from voxgate.sessions.ledger import (
     DEFAULT_RETENTION_S,
@@ -61,6 +61,7 @@ from voxgate.sessions.ledger import (
     check_amount,
     check_id,
     check_reserve,
+    check_void,
     invalid_commit,
     op_id_conflict,
     quota_exceeded,
@@ -68,6 +69,7 @@ from voxgate.sessions.ledger import (
     unknown_account,
     unknown_session,
 )
+from voxgate.store import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,7 @@ class RedisLedger:
         """A ledger on its own client, with a connection for each command in flight."""
         # A plain pool is cheaper per command than BlockingConnectionPool; the semaphore
         # keeps it from ever running out.
-        pool = ConnectionPool.from_url(url, max_connections=max_in_flight, decode_responses=True)
-        client = Redis(connection_pool=pool)
+        client = redis_client(url, max_connections=max_in_flight)
         return cls(client, max_in_flight=max_in_flight, owns_client=True, **options)
 
     async def sync_indexes(self) -> None:
@@ -228,6 +229,12 @@ class RedisLedger:
     async def refund(self, op_id: str, *, account_id: str | None = None) -> Settlement:
         check_id("op_id", op_id)
         return await self._settle(op_id, "refund", None, account_id)
+
+    async def void(
+        self, op_id: str, *, account_id: str, session_id: str, amount: int
+    ) -> Settlement:
+        check_void(op_id, account_id, session_id, amount)
+        return await self._settle(op_id, "refund", None, account_id, void=(session_id, amount))
 
     async def session_usage(self, session_id: str, *, account_id: str | None = None) -> Usage:
         check_id("session_id", session_id)
@@ -335,13 +342,19 @@ class RedisLedger:
                 ):
                     if owner is not None and owner != account_id:
                         log.error("session %r used by %r and by %r", session_id, owner, account_id)
-        except RedisError as error:  # only other processes need the index: keep going
+        except (RedisError, StoreUnavailable) as error:  # only other processes need it
             log.warning("could not index %d sessions: %s", len(batch), error)
         finally:
             self._indexer = None
 
     async def _settle(
-        self, op_id: str, action: SettleAction, amount: int | None, account_id: str | None
+        self,
+        op_id: str,
+        action: SettleAction,
+        amount: int | None,
+        account_id: str | None,
+        *,
+        void: tuple[str, int] | None = None,
     ) -> Settlement:
         if account_id is not None:
             check_id("account_id", account_id)
@@ -350,8 +363,9 @@ class RedisLedger:
             reply: Any = ["unknown", 0, 0, 0]
         else:
             charge = "" if amount is None else amount
+            tombstone = () if void is None else void
             reply = await self._call(
-                self._settle_script, account_id, op_id, action, charge, op=op_id
+                self._settle_script, account_id, op_id, action, charge, *tombstone, op=op_id
             )
         if reply[0] == "invalid_amount":
             raise invalid_commit(op_id, amount or 0, int(reply[1]))

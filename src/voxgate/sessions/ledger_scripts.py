@@ -126,12 +126,20 @@ return {'created', 'held', expires}
 )
 
 # ARGV[4] op_id, ARGV[5] 'commit' or 'refund', ARGV[6] amount to charge ('' = all);
-# KEYS[4] the reservation.
+# a void (a refund of a reserve that may not have happened) adds ARGV[7] session, ARGV[8]
+# amount: an unknown op_id is then recorded as refunded, holding nothing, so a late reserve
+# of it replays instead of holding. KEYS[4] the reservation.
 SETTLE = (
     PRELUDE
     + """
 sweep()
 local h = redis.call('HMGET', KEYS[4], 'session', 'amount', 'state', 'charged', 'released')
+if not h[3] and ARGV[7] then
+  redis.call('HSET', KEYS[4], 'session', ARGV[7], 'amount', ARGV[8], 'state', 'refunded',
+    'expires', now, 'charged', 0, 'released', 0)
+  redis.call('PEXPIRE', KEYS[4], retention)
+  return {'refunded', 0, 0, 0}
+end
 if not h[3] then return {'unknown', 0, 0, 0} end
 if h[3] ~= 'held' then return {h[3], tonumber(h[4]), tonumber(h[5]), 0} end
 local amount, charged, state, kind = tonumber(h[2]), 0, 'refunded', 'refunds'

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from voxgate.errors import InvalidInput
 from voxgate.sessions.ledger import Clock, Usage, check_id
+from voxgate.store import redis_client
 
 DEFAULT_SESSION_TTL_S = 30.0
 MAX_SESSION_TTL_S = 86_400.0
@@ -256,10 +257,8 @@ class RedisSessionRegistry:
         cls, url: str, *, max_connections: int = 16, prefix: str = "voxgate:"
     ) -> RedisSessionRegistry:
         """A registry on its own client, closed by ``aclose``."""
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, decode_responses=True
-        )
-        return cls(Redis(connection_pool=pool), prefix=prefix, owns_client=True)
+        client = redis_client(url, max_connections=max_connections, blocking=True)
+        return cls(client, prefix=prefix, owns_client=True)
 
     async def aclose(self) -> None:
         if self._owns_client:
