@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from voxgate.sessions.settlements import SettlementStats
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
 
@@ -86,12 +88,46 @@ class Metrics:
             "Media clock steps given up to stalls since the process started",
             registry=r,
         )
+        self.store_unavailable = Counter(
+            "voxgate_store_unavailable_total",
+            "Requests, handshakes and chunk reserves refused because the store could not be "
+            "reached, by where (`http`, `socket`, `chunk`)",
+            ["where"],
+            registry=r,
+        )
+        self.settlements_pending = Gauge(
+            "voxgate_settlements_pending",
+            "Commits and refunds waiting for the store to acknowledge them",
+            registry=r,
+        )
+        self.settlements_pending_credits = Gauge(
+            "voxgate_settlements_pending_credits",
+            "Credits of the settlements waiting for the store",
+            registry=r,
+        )
+        self.settlement_retries = Gauge(
+            "voxgate_settlement_retries",
+            "Settlement sends that found the store unavailable, since the process started",
+            registry=r,
+        )
+        self.settlements_lost = Gauge(
+            "voxgate_settlements_lost",
+            "Commits that found their hold gone (expired or lost by the store): not charged",
+            registry=r,
+        )
         # Set by the WHEP endpoint: read at each scrape, so the audio path never waits on it.
         self.webrtc_sampler: Callable[[], WebrtcSample] | None = None
+        self.settlement_sampler: Callable[[], SettlementStats] | None = None
 
     def render(self) -> tuple[bytes, str]:
         if self.webrtc_sampler is not None:
             self._sample_webrtc(self.webrtc_sampler())
+        if self.settlement_sampler is not None:
+            stats = self.settlement_sampler()
+            self.settlements_pending.set(stats.pending)
+            self.settlements_pending_credits.set(stats.pending_credits)
+            self.settlement_retries.set(stats.retries)
+            self.settlements_lost.set(stats.lost)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def _sample_webrtc(self, sample: WebrtcSample) -> None:

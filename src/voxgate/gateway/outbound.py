@@ -85,6 +85,8 @@ class Outbound:
         self.binary = binary
         self.realtime = realtime
         self._queue: deque[Outgoing] = deque()
+        self._writing: Outgoing | None = None  # taken by the sender, not yet written
+        self._written = asyncio.Event()
         self._changed = asyncio.Event()
         self._room = asyncio.Event()
         self._streams: dict[str, ContextStream] = {}
@@ -113,10 +115,21 @@ class Outbound:
         """Drop every queued frame of a context, and what its encoder held back."""
         self._queue = deque(o for o in self._queue if o.context_id != context_id)
         self._room.set()
+        self._written.set()
         stream = self._streams.pop(context_id, None)
         if stream is not None:
             stream.encoder.reset()
         self._changed.set()
+
+    async def written(self, context_id: str) -> None:
+        """Until the socket has taken every audio frame of ``context_id`` queued so far."""
+        while any(self._is_audio_of(o, context_id) for o in (*self._queue, self._writing)):
+            self._written.clear()
+            await self._written.wait()
+
+    @staticmethod
+    def _is_audio_of(item: Outgoing | None, context_id: str) -> bool:
+        return item is not None and item.context_id == context_id and item.media_s is not None
 
     def queued_audio_ms(self) -> float:
         return sum(o.audio_ms for o in self._queue)
@@ -146,7 +159,8 @@ class Outbound:
             delay = self._delay(head)
             if delay <= 0:
                 self._room.set()
-                return self._queue.popleft()
+                self._writing = self._queue.popleft()
+                return self._writing
             try:
                 async with asyncio.timeout(delay):
                     await self._changed.wait()  # a purge may have removed the head
@@ -154,6 +168,9 @@ class Outbound:
                 pass
 
     def sent(self, item: Outgoing) -> None:
+        if item is self._writing:
+            self._writing = None
+            self._written.set()
         if item.context_id is None:
             return
         if item.final:

@@ -228,7 +228,8 @@ class InterruptedOut(_Message, tag="interrupted"):
 class UsageReport(_Message, tag="usage"):
     session_characters: int
     session_held: int
-    balance_available: int
+    session_pending: int
+    balance_available: int | None  # None: the store cannot be reached right now
 
 
 class ErrorOut(_Message, tag="error"):

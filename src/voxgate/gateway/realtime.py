@@ -15,7 +15,13 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from voxgate.errors import AuthError, LimitExceeded, ProtocolViolation, VoxgateError
+from voxgate.errors import (
+    AuthError,
+    LimitExceeded,
+    ProtocolViolation,
+    StoreUnavailable,
+    VoxgateError,
+)
 from voxgate.gateway import protocol as p
 from voxgate.gateway import wire
 from voxgate.gateway.outbound import Outbound
@@ -33,7 +39,12 @@ TOKEN_SUBPROTOCOL_PREFIX = "voxgate.token."
 PLAYOUT_REPORT_S = 0.25
 # Audio a WebRTC track may hold ahead of playback: enough to ride out the upstream's bursts.
 WEBRTC_LEAD_MS = 400
-CLOSE_TRY_AGAIN = 1013  # the client is too slow, or the server is draining
+CLOSE_TRY_AGAIN = 1013  # the client is too slow, the server is draining, the store is away
+# How often a blocked write checks whether the client still takes anything.
+STALL_CHECK_S = 0.05
+# A client that stopped reading keeps its connection this long after the close frame was
+# queued behind its audio, so that reading again it gets the audio, the error and 1013.
+SLOW_READER_GRACE_S = 5.0
 
 
 class _Fatal(Exception):
@@ -69,7 +80,9 @@ class RealtimeConnection:
         self._acked: dict[str, int] = {}
         self._cut: set[str] = set()  # contexts interrupted while their audio was being pushed
         self._first_text_at: dict[str, float] = {}
+        self._audio_started: set[str] = set()  # contexts whose time to first audio is known
         self._tasks: list[asyncio.Task[None]] = []
+        self._closer: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self.closing = False
 
@@ -227,6 +240,9 @@ class RealtimeConnection:
             principal: Principal = await self.services.redeem_token(message.token, self.origin)
         except AuthError as exc:
             raise _Fatal(WSCloseCode.POLICY_VIOLATION, exc) from None
+        except StoreUnavailable as exc:  # the token is not spent: the client may retry it
+            self.services.metrics.store_unavailable.labels("socket").inc()
+            raise _Fatal(CLOSE_TRY_AGAIN, exc) from None
         return principal
 
     async def _read_loop(self) -> None:
@@ -321,7 +337,8 @@ class RealtimeConnection:
         session = await self._ensure_session()
         session.append(message.text, ctx)
         self._cut.discard(ctx)  # a new turn on this id may play
-        self._first_text_at.setdefault(ctx, time.monotonic())
+        if ctx not in self._audio_started:  # once per context, from its first text
+            self._first_text_at.setdefault(ctx, time.monotonic())
         if message.seq is not None:
             self._acked[ctx] = message.seq
             await self._send(p.TextAck(event_id=message.event_id, context_id=ctx, seq=message.seq))
@@ -336,28 +353,51 @@ class RealtimeConnection:
             )
         results = []
         for context_id in targets:
-            track = self.webrtc
-            if track is not None:
-                # Over WebRTC the gateway knows what went out: what the track has sent.
-                track.interrupt(context_id)  # silence within a frame or two
-                self._cut.add(context_id)
-                delivered: float | None = track.played_ms(context_id)
-            else:
-                delivered = self.outbound.sent_ms(context_id)
+            delivered = self._cut_sink(context_id)
             played = message.played_ms if message.played_ms is not None else delivered
             results += session.interrupt(context_id, played, delivered)
-            # Frames already encoded but not yet written are dropped with the session's.
-            self.outbound.purge(context_id)
         self.services.metrics.interrupts.inc(len(results))
 
+    def _cut_sink(self, context_id: str) -> float | None:
+        """Stop a context's audio in the sink; how far the sink got into it (ms), if known.
+
+        Over WebRTC, what the track has sent; over the socket, what the socket has taken
+        (frames encoded but not yet written are dropped, with the session's).
+        """
+        assert self.outbound is not None
+        track = self.webrtc
+        if track is not None:
+            track.interrupt(context_id)  # silence within a frame or two
+            self._cut.add(context_id)
+            delivered: float | None = track.played_ms(context_id)
+        else:
+            delivered = self.outbound.sent_ms(context_id)
+        self.outbound.purge(context_id)
+        return delivered
+
+    def _stop_audio(self) -> list[ev.Interrupted]:
+        """Stop every turn at what its sink took: charged and reported as heard up to there."""
+        session = self.session
+        if session is None or session.closed or self.outbound is None:
+            return []
+        results = []
+        for context_id in session.active_context_ids():
+            with contextlib.suppress(VoxgateError):
+                results += session.interrupt(context_id, None, self._cut_sink(context_id))
+        return results
+
     async def _usage(self) -> None:
-        session_usage = await self.session.usage() if self.session is not None else None
-        balance = await self.services.ledger.balance(self._principal().account_id)
+        """The session's own figures (never waiting on the store), and the account's balance."""
+        session = self.session
+        balance: int | None = None
+        with contextlib.suppress(StoreUnavailable):
+            balance = (await self.services.ledger.balance(self._principal().account_id)).available
         await self._send(
             p.UsageReport(
-                session_characters=session_usage.committed if session_usage else 0,
-                session_held=session_usage.held if session_usage else 0,
-                balance_available=balance.available,
+                session_characters=session.charged if session else 0,
+                session_held=session.held()[1] if session else 0,
+                session_pending=session.pending_settlement if session else 0,
+                balance_available=balance,
             )
         )
 
@@ -371,10 +411,7 @@ class RealtimeConnection:
                 CLOSE_TRY_AGAIN, VoxgateError("the server is draining; reconnect", code="draining")
             )
         principal = self._principal()
-        self.outbound = Outbound(
-            self.config.output_format(), binary=self.config.binary, realtime=self.config.realtime
-        )
-        self.session = Session(
+        session = Session(
             upstream=self.services.upstream,
             ledger=self.services.ledger,
             account_id=principal.account_id,
@@ -382,8 +419,17 @@ class RealtimeConnection:
             session_id=self.session_id,
             registry=self.services.registry,
             credit_cap=principal.max_credits,
+            settlements=self.services.settlements,
         )
-        await self.session.start()
+        try:
+            await session.start()  # a failure leaves no session: the text may be sent again
+        except StoreUnavailable:
+            self.services.metrics.store_unavailable.labels("socket").inc()
+            raise
+        self.outbound = Outbound(
+            self.config.output_format(), binary=self.config.binary, realtime=self.config.realtime
+        )
+        self.session = session
         self.services.metrics.sessions_total.inc()
         self._tasks += [
             asyncio.create_task(self._pump(), name=f"pump-{self.session_id}"),
@@ -400,6 +446,11 @@ class RealtimeConnection:
                 await out.room()
                 if self.webrtc is not None:
                     await self._track_room(self.webrtc)
+                head = await self.session.peek_event()
+                if isinstance(head, ev.ChunkEnded) and self.webrtc is None:
+                    # A chunk is charged when the session delivers its end: over the socket
+                    # that is once the socket has taken all of its audio.
+                    await out.written(head.context_id)
                 event = await self.session.next_event()
                 if isinstance(event, ev.AudioOut):
                     await self._audio(event)
@@ -409,6 +460,8 @@ class RealtimeConnection:
                     self._finish_context(event)
                 if isinstance(event, ev.ChunkFailed | ev.SessionError):
                     metrics.errors.labels(event.code).inc()
+                    if event.code == StoreUnavailable.code:
+                        metrics.store_unavailable.labels("chunk").inc()
                 if isinstance(event, ev.ContextDone):
                     metrics.credits_committed.inc(event.usage.characters)
                 out.message(wire.message_for(event), final=final)
@@ -428,6 +481,8 @@ class RealtimeConnection:
         assert self.outbound is not None
         context_id = event.context_id
         self._acked.pop(context_id, None)  # a reused id starts afresh
+        self._audio_started.discard(context_id)
+        self._first_text_at.pop(context_id, None)
         if isinstance(event, ev.ContextDone):
             if self.webrtc is not None:
                 self.webrtc.end_of_turn(context_id)
@@ -440,35 +495,75 @@ class RealtimeConnection:
     async def _sender(self) -> None:
         assert self.outbound is not None
         out = self.outbound
-        stall_limit = self.settings.max_queued_audio_ms / 1000
         while True:
             item = await out.next()
             if item.media_s is not None:
                 self._first_audio(item.context_id)
-            try:
-                # The socket takes nothing for as long as the audio limit lasts: the client
-                # stopped reading. What it never took is refunded when the session closes.
-                async with asyncio.timeout(stall_limit):
-                    await self._write(item.payload)
-            except TimeoutError:
-                await self._drop_slow_reader(stall_limit)
+            taken = await self._write_watched(item.payload)
+            out.sent(item)  # in the socket's buffer either way: a client that reads gets it
+            if not taken:
+                self._drop_slow_reader()
                 return
-            out.sent(item)
 
-    async def _drop_slow_reader(self, stalled_s: float) -> None:
+    async def _write_watched(self, payload: str | bytes) -> bool:
+        """Write one message; False when the client took nothing for the stall limit.
+
+        A write that blocks has its message in the transport's buffer already (aiohttp
+        writes, then waits for the buffer to drain). The client is stalled when that buffer
+        has not shrunk for ``max_queued_audio_ms``; a client that reads, however slowly,
+        is not, and the session's lookahead bounds what waits for it.
+        """
+        transport = self.transport
+        stall_limit = self.settings.max_queued_audio_ms / 1000
+        try:
+            # Without a transport to watch (a data channel), the write itself is timed.
+            async with asyncio.timeout(STALL_CHECK_S if transport else stall_limit):
+                await self._write(payload)
+            return True
+        except TimeoutError:
+            if transport is None:
+                return False
+        low_water, _ = transport.get_write_buffer_limits()
+        size, progress_at = transport.get_write_buffer_size(), time.monotonic() - STALL_CHECK_S
+        while size > low_water and not transport.is_closing():
+            await asyncio.sleep(STALL_CHECK_S)
+            now_size = transport.get_write_buffer_size()
+            if now_size < size:
+                progress_at = time.monotonic()
+            elif time.monotonic() - progress_at >= stall_limit:
+                return False
+            size = now_size
+        return True
+
+    def _drop_slow_reader(self) -> None:
+        """The client stopped reading: stop its audio, charge what the socket took, close.
+
+        Its turns end as an interrupt at what the socket took (to the word). The error and
+        the close frame queue behind the audio already in the socket; the connection is
+        kept for ``SLOW_READER_GRACE_S`` so a client that reads again sees them, then 1013.
+        """
+        stalled_s = self.settings.max_queued_audio_ms / 1000
         error = LimitExceeded(
             f"the client has not read its audio for {stalled_s:g} s", code="slow_reader"
         )
         self.services.metrics.errors.labels(error.code).inc()
         log.info("session %s: %s; closing with 1013", self.session_id, error.message)
-        # A close handshake cannot get through a socket the client does not read: the
-        # close frame is queued behind the audio, then the connection is dropped.
+        self.closing = True
+        self._stop_audio()
+        self._closer = asyncio.create_task(self._close_slow_reader(error))
+
+    async def _close_slow_reader(self, error: LimitExceeded) -> None:
+        frame = p.encode_server_message(
+            p.ErrorOut(code=error.code, message=error.message, fatal=True)
+        )
         try:
-            async with asyncio.timeout(0.2):
-                await self.ws.close(code=CLOSE_TRY_AGAIN, message=b"slow_reader")
-        except (ConnectionError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(SLOW_READER_GRACE_S):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.send_str(frame)
+                    await self.ws.close(code=CLOSE_TRY_AGAIN, message=error.code.encode())
+        except TimeoutError:
             pass
-        finally:  # even when the close itself is cancelled by the reader shutting down
+        finally:  # never read again: let the connection go
             if self.transport is not None:
                 self.transport.abort()
 
@@ -477,6 +572,7 @@ class RealtimeConnection:
             return
         started = self._first_text_at.pop(context_id, None)
         if started is not None:
+            self._audio_started.add(context_id)
             self.services.metrics.time_to_first_audio.observe(time.monotonic() - started)
 
     # -- output helpers ---------------------------------------------------------------
@@ -524,11 +620,15 @@ class RealtimeConnection:
                     await self.ws.close(code=code, message=reason.encode()[:120])
 
     async def _shutdown(self) -> None:
+        # Whatever ended the connection, the listener got no further than its sink did.
+        self._stop_audio()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.session is not None:
             await self.session.aclose()
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
 
     # -- helpers --------------------------------------------------------------------
 

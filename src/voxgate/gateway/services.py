@@ -36,11 +36,15 @@ from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.sessions.registry import MemorySessionRegistry, RedisSessionRegistry, SessionRegistry
+from voxgate.sessions.settlements import Settlements
 from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
 from voxgate.upstream.engine.background import BackgroundEngine
 from voxgate.upstream.pcm import PcmChunk
 
 log = logging.getLogger(__name__)
+
+# At shutdown, how long settlements still queued (the store away) may take to reach it.
+SETTLEMENT_DRAIN_S = 5.0
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Services:
     tokens: ClientTokens
     origins: OriginPolicy
     metrics: Metrics
+    settlements: Settlements
     engine: BackgroundEngine | None = None
     dev_api_key: str | None = None
     draining: bool = False
@@ -144,10 +149,12 @@ class Services:
             tokens=ClientTokens(token_store, keys=keys, origins=origins),
             origins=origins,
             metrics=metrics,
+            settlements=Settlements(ledger),
             engine=engine,
             worker=worker,
             _closers=closers,
         )
+        metrics.settlement_sampler = services.settlements.stats
         await services._configure_keys()
         return services
 
@@ -171,6 +178,8 @@ class Services:
         return self._forwarder
 
     async def aclose(self) -> None:
+        # Settlements first: the ledger they go to closes with the others.
+        await self.settlements.aclose(SETTLEMENT_DRAIN_S)
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()

@@ -23,10 +23,9 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
-from voxgate.errors import LimitExceeded, ProtocolViolation, QuotaExceeded
+from voxgate.errors import LimitExceeded, ProtocolViolation, QuotaExceeded, StoreUnavailable
 from voxgate.sessions.chunk_job import SpeechStreamer
 from voxgate.sessions.context import Context, ContextState
 from voxgate.sessions.events import AudioOut, Event, Interrupted, SessionError
@@ -34,11 +33,13 @@ from voxgate.sessions.ledger import Ledger, Reservation
 from voxgate.sessions.ledger import Usage as LedgerUsage
 from voxgate.sessions.options import SessionOptions
 from voxgate.sessions.registry import SessionRegistry
+from voxgate.sessions.settlements import Action, SettlementOrder, Settlements
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = "default"
 _OWNER = f"{os.uname().nodename}:{os.getpid()}"
+_CLOSE_SETTLE_S = 1.0  # how long a closing session waits to report its final usage
 
 
 class SessionClosed(ProtocolViolation):
@@ -57,6 +58,7 @@ class Session:
         registry: SessionRegistry | None = None,
         registry_ttl_s: float = 30.0,
         credit_cap: int | None = None,
+        settlements: Settlements | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
@@ -70,13 +72,16 @@ class Session:
         self._contexts: dict[str, Context] = {}
         self._events: deque[tuple[str | None, Event]] = deque()
         self._ready = asyncio.Event()
-        self._settlements: set[asyncio.Task[Any]] = set()
+        # Commits and refunds go through the process's queue, which owns them until the
+        # store acknowledges them; a session of its own gets a queue of its own.
+        self._settlements = settlements or Settlements(ledger)
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
         # A cap on what this one session may spend (a browser's client token carries one).
         self._credit_cap = credit_cap
         self._holds: dict[str, int] = {}
         self._spent_or_held = 0
+        self._charged = 0  # credits committed by this session, as decided here
 
     async def start(self) -> None:
         """Register in the session registry (if any) and keep the record alive."""
@@ -122,11 +127,7 @@ class Session:
     # -- events -----------------------------------------------------------------------
 
     async def next_event(self) -> Event:
-        while not self._events:
-            if self._closed:
-                raise SessionClosed("the session is closed")
-            self._ready.clear()
-            await self._ready.wait()
+        await self._any_event()
         context_id, event = self._events.popleft()
         context = self._contexts.get(context_id) if context_id is not None else None
         if context is not None:
@@ -134,6 +135,22 @@ class Session:
             if context.done_delivered or isinstance(event, Interrupted):
                 self._forget(context)
         return event
+
+    async def peek_event(self) -> Event:
+        """The event ``next_event`` would return, once there is one, left undelivered."""
+        await self._any_event()
+        return self._events[0][1]
+
+    async def _any_event(self) -> None:
+        while not self._events:
+            if self._closed:
+                raise SessionClosed("the session is closed")
+            self._ready.clear()
+            await self._ready.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __aiter__(self) -> Session:
         return self
@@ -198,6 +215,11 @@ class Session:
         self._holds[op_id] = amount
         try:
             return await self._reserve(op_id, amount)
+        except (StoreUnavailable, asyncio.CancelledError):
+            # The store may have applied the reserve, or may yet: void it, once it answers.
+            self._spent_or_held -= self._holds.pop(op_id)
+            self._submit(op_id, "void", amount)
+            raise
         except BaseException:
             self._spent_or_held -= self._holds.pop(op_id)
             raise
@@ -211,27 +233,38 @@ class Session:
         """Commit ``commit`` credits of a reservation (refund it all when 0), in the background.
 
         The ledger is called once per chunk, never per frame, and never on the audio path:
-        the transport is not made to wait for it.
+        the transport is not made to wait for it, nor is the turn, even while the store is
+        away (the settlement waits in the queue and is retried until the store takes it).
         """
-        self._spent_or_held -= self._holds.pop(op_id, 0) - commit
-        account = self.account_id
-        coro = (
-            self._ledger.commit(op_id, commit, account_id=account)
-            if commit > 0
-            else self._ledger.refund(op_id, account_id=account)
-        )
-        self._track(coro)
+        held = self._holds.pop(op_id, 0)
+        self._spent_or_held -= held - commit
+        self._charged += commit
+        self._submit(op_id, "commit" if commit > 0 else "refund", held, commit)
+
+    def _submit(self, op_id: str, action: Action, held: int, charge: int = 0) -> None:
+        order = SettlementOrder(op_id, self.account_id, self.id, action, held, charge)
+        self._settlements.submit(order)
 
     # -- usage and shutdown -----------------------------------------------------------
 
+    @property
+    def charged(self) -> int:
+        """Credits this session has committed (the sum of its contexts' usage)."""
+        return self._charged
+
+    @property
+    def pending_settlement(self) -> int:
+        """Credits of settled chunks the store has not acknowledged yet (0 while it is up)."""
+        return self._settlements.pending(self.id)
+
     async def usage(self) -> LedgerUsage:
+        """The ledger's counters for this session, once its settlements have reached it."""
         await self.settled()
         return await self._ledger.session_usage(self.id, account_id=self.account_id)
 
-    async def settled(self) -> None:
+    async def settled(self, timeout_s: float | None = None) -> bool:
         """Until every commit and refund issued so far has reached the ledger."""
-        while self._settlements:
-            await asyncio.gather(*list(self._settlements), return_exceptions=True)
+        return await self._settlements.flushed(self.id, timeout_s)
 
     async def aclose(self) -> None:
         """Stop everything, refund what was not delivered, and leave the registry."""
@@ -240,17 +273,21 @@ class Session:
         self._closed = True
         self._ready.set()
         await asyncio.gather(*(c.aclose() for c in self._contexts.values()))
-        await self.settled()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        if self._registry is not None:
-            with contextlib.suppress(Exception):
+        if self._registry is None:
+            return
+        try:
+            # The final usage only once the store has it all; the queue keeps the rest.
+            if await self.settled(timeout_s=_CLOSE_SETTLE_S):
                 await self._registry.update_usage(
                     self.id, await self._ledger.session_usage(self.id, account_id=self.account_id)
                 )
             await self._registry.remove(self.id)
+        except StoreUnavailable as exc:
+            log.warning("session %s left the registry to its TTL: %s", self.id, exc.message)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -280,17 +317,6 @@ class Session:
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosed("the session is closed")
-
-    def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._settlements.add(task)
-        task.add_done_callback(self._settlement_done)
-
-    def _settlement_done(self, task: asyncio.Task[Any]) -> None:
-        self._settlements.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # The hold expires by itself; the ledger never charges twice or not at all.
-            log.error("ledger settlement failed: %r", task.exception())
 
     async def _beat(self) -> None:
         assert self._registry is not None
