@@ -135,6 +135,22 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "VOXGATE_HOLD_TTL",
+        "120",
+        "Seconds a chunk's credit hold lives in the store unsettled: the holds of a process "
+        "that died come back after this long",
+        "hold_ttl_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_REDIS_TIMEOUT",
+        "1",
+        "Seconds a Redis command may take before the store counts as unavailable "
+        "(`store_unavailable`)",
+        "redis_timeout_s",
+        float,
+    ),
+    Setting(
         "VOXGATE_STUN_URLS",
         "",
         "STUN servers for WebRTC, comma-separated "
@@ -239,6 +255,8 @@ class Settings:
     auth_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     max_queued_audio_ms: int = 1000
+    hold_ttl_s: float = 120.0
+    redis_timeout_s: float = 1.0
     stun_urls: tuple[str, ...] = ()
     turn_url: str = ""
     turn_username: str = ""
@@ -264,6 +282,12 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        # A hold must outlive the longest settlement delay of a live turn; the ledger keeps
+        # settled records for a day, and a hold may not outlive them.
+        if not 10 <= self.hold_ttl_s <= 86_400:
+            raise ConfigError("VOXGATE_HOLD_TTL must be 10-86400 seconds")
+        if not 0.05 <= self.redis_timeout_s <= 30:
+            raise ConfigError("VOXGATE_REDIS_TIMEOUT must be 0.05-30 seconds")
         if not 6000 <= self.webrtc_opus_bitrate <= 510_000:
             raise ConfigError("VOXGATE_WEBRTC_OPUS_BITRATE must be 6000-510000")
         if not 0 <= self.webrtc_opus_complexity <= 10:

@@ -85,3 +85,58 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
         client.flushdb()
     finally:
         client.close()
+
+
+class RedisServer:
+    """A redis-server of one test, which the test may kill -9 and start again.
+
+    It keeps its port and its data directory across restarts, and writes every change to
+    its append-only file before answering (``appendfsync always``), as a deployment that
+    must not lose a charge to a crash runs it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not _wait_for_ping(self.url, self.process):
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; what survives is what the AOF holds."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_redis_server(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server with AOF for this test alone, started; stopped at its end."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server not started yet: nothing listens on its port until the test starts it."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()

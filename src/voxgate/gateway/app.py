@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from voxgate.envelope import envelope_errors, error_response, ok
-from voxgate.errors import InvalidInput, VoxgateError
+from voxgate.envelope import Handler, envelope_errors, error_response, ok
+from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
 from voxgate.gateway.auth import bearer_token
 from voxgate.gateway.demo import DemoPage
 from voxgate.gateway.openapi import openapi_document
@@ -29,7 +29,8 @@ WHEP: web.AppKey[WhepEndpoint] = web.AppKey("whep", WhepEndpoint)
 
 def create_gateway_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[envelope_errors], client_max_size=services.settings.max_message_bytes * 16
+        middlewares=[envelope_errors, count_store_outages],
+        client_max_size=services.settings.max_message_bytes * 16
     )
     app[SERVICES] = services
     rest = VoxtralCompatible(services)
@@ -57,6 +58,16 @@ def create_gateway_app(services: Services) -> web.Application:
 
     app.on_shutdown.append(close_peers)
     return app
+
+
+@web.middleware
+async def count_store_outages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the requests answered 503 ``store_unavailable`` (the envelope answers them)."""
+    try:
+        return await handler(request)
+    except StoreUnavailable:
+        request.app[SERVICES].metrics.store_unavailable.labels("http").inc()
+        raise
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:

@@ -49,6 +49,7 @@ from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.auth import OriginPolicy
 from voxgate.gateway.keys import KeyRecord, KeyStore
 from voxgate.sessions.ledger import Clock, check_amount, check_id
+from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
 from voxgate.store import redis_client
 
 log = logging.getLogger(__name__)
@@ -182,11 +183,16 @@ class RedisTokenStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "voxgate:", retention_s: float = DEFAULT_RETENTION_S
+        cls,
+        url: str,
+        *,
+        prefix: str = "voxgate:",
+        retention_s: float = DEFAULT_RETENTION_S,
+        timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     ) -> RedisTokenStore:
         """A store on its own client, closed by ``aclose``."""
         # Blocking: a burst of redeems waits for a connection rather than failing.
-        client = redis_client(url, max_connections=16, blocking=True)
+        client = redis_client(url, max_connections=16, blocking=True, timeout_s=timeout_s)
         return cls(client, prefix=prefix, retention_s=retention_s, owns_client=True)
 
     async def aclose(self) -> None:

@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.sessions.ledger import Clock, Ledger, check_amount, check_id
+from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
 from voxgate.store import redis_client
 
 KEY_PREFIX = "vg_live_"
@@ -320,11 +321,19 @@ class RedisKeyStore(_KeyStoreBase):
 
     @classmethod
     def from_url(
-        cls, url: str, ledger: Ledger, *, prefix: str = "voxgate:", max_connections: int = 16
+        cls,
+        url: str,
+        ledger: Ledger,
+        *,
+        prefix: str = "voxgate:",
+        max_connections: int = 16,
+        timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     ) -> RedisKeyStore:
         """A store on its own client, closed by ``aclose``."""
         # Blocking: a burst of connections waits for a Redis connection rather than failing.
-        client = redis_client(url, max_connections=max_connections, blocking=True)
+        client = redis_client(
+            url, max_connections=max_connections, blocking=True, timeout_s=timeout_s
+        )
         return cls(client, ledger, prefix=prefix, owns_client=True)
 
     async def aclose(self) -> None:

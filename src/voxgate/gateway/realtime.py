@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from voxgate.gateway.ratelimit import TokenBucket
 from voxgate.gateway.session_config import SessionConfig
 from voxgate.gateway.webrtc.track import SessionAudioTrack
 from voxgate.sessions import events as ev
+from voxgate.sessions.options import SessionOptions
 from voxgate.sessions.session import Session, SessionClosed
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,12 @@ CLOSE_TRY_AGAIN = 1013  # the client is too slow, the server is draining, the st
 STALL_CHECK_S = 0.05
 # A client that stopped reading keeps its connection this long after the close frame was
 # queued behind its audio, so that reading again it gets the audio, the error and 1013.
-SLOW_READER_GRACE_S = 5.0
+SLOW_READER_GRACE_S = 10.0
+
+
+def _ignore_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Fatal(Exception):
@@ -415,7 +422,7 @@ class RealtimeConnection:
             upstream=self.services.upstream,
             ledger=self.services.ledger,
             account_id=principal.account_id,
-            options=self.config.options(principal),
+            options=self._options(principal),
             session_id=self.session_id,
             registry=self.services.registry,
             credit_cap=principal.max_credits,
@@ -508,31 +515,37 @@ class RealtimeConnection:
     async def _write_watched(self, payload: str | bytes) -> bool:
         """Write one message; False when the client took nothing for the stall limit.
 
-        A write that blocks has its message in the transport's buffer already (aiohttp
-        writes, then waits for the buffer to drain). The client is stalled when that buffer
-        has not shrunk for ``max_queued_audio_ms``; a client that reads, however slowly,
-        is not, and the session's lookahead bounds what waits for it.
+        A message the transport's buffer has room for is written at once. One that may
+        have to wait for the buffer to drain is written in a task of its own, watched: the
+        client is stalled when the buffer has not shrunk for ``max_queued_audio_ms``. The
+        write is never cancelled (aiohttp's drain must not be), and a client that reads,
+        however slowly, is not stalled: the session's lookahead bounds what waits for it.
         """
         transport = self.transport
         stall_limit = self.settings.max_queued_audio_ms / 1000
-        try:
-            # Without a transport to watch (a data channel), the write itself is timed.
-            async with asyncio.timeout(STALL_CHECK_S if transport else stall_limit):
-                await self._write(payload)
-            return True
-        except TimeoutError:
-            if transport is None:
+        if transport is None:  # a data channel: nothing to watch, nothing that blocks long
+            try:
+                async with asyncio.timeout(stall_limit):
+                    await self._write(payload)
+            except TimeoutError:
                 return False
-        low_water, _ = transport.get_write_buffer_limits()
-        size, progress_at = transport.get_write_buffer_size(), time.monotonic() - STALL_CHECK_S
-        while size > low_water and not transport.is_closing():
-            await asyncio.sleep(STALL_CHECK_S)
+            return True
+        high_water = transport.get_write_buffer_limits()[1]
+        if transport.get_write_buffer_size() + len(payload) <= high_water:
+            await self._write(payload)  # the transport will not pause: nothing to wait for
+            return True
+        write = asyncio.ensure_future(self._write(payload))
+        size, progress_at = transport.get_write_buffer_size(), time.monotonic()
+        while not write.done():
+            await asyncio.wait((write,), timeout=STALL_CHECK_S)
             now_size = transport.get_write_buffer_size()
             if now_size < size:
                 progress_at = time.monotonic()
-            elif time.monotonic() - progress_at >= stall_limit:
+            elif time.monotonic() - progress_at >= stall_limit and not write.done():
+                write.add_done_callback(_ignore_outcome)  # it ends with the connection
                 return False
             size = now_size
+        write.result()
         return True
 
     def _drop_slow_reader(self) -> None:
@@ -549,18 +562,20 @@ class RealtimeConnection:
         self.services.metrics.errors.labels(error.code).inc()
         log.info("session %s: %s; closing with 1013", self.session_id, error.message)
         self.closing = True
-        self._stop_audio()
-        self._closer = asyncio.create_task(self._close_slow_reader(error))
-
-    async def _close_slow_reader(self, error: LimitExceeded) -> None:
-        frame = p.encode_server_message(
-            p.ErrorOut(code=error.code, message=error.message, fatal=True)
+        # What each turn came to (heard, charged) goes first, then the error, then the close.
+        frames = [p.encode_server_message(wire.message_for(e)) for e in self._stop_audio()]
+        frames.append(
+            p.encode_server_message(p.ErrorOut(code=error.code, message=error.message, fatal=True))
         )
+        self._closer = asyncio.create_task(self._close_slow_reader(frames, error.code))
+
+    async def _close_slow_reader(self, frames: list[str], reason: str) -> None:
         try:
             async with asyncio.timeout(SLOW_READER_GRACE_S):
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await self.ws.send_str(frame)
-                    await self.ws.close(code=CLOSE_TRY_AGAIN, message=error.code.encode())
+                    for frame in frames:
+                        await self.ws.send_str(frame)
+                    await self.ws.close(code=CLOSE_TRY_AGAIN, message=reason.encode())
         except TimeoutError:
             pass
         finally:  # never read again: let the connection go
@@ -643,6 +658,11 @@ class RealtimeConnection:
             idle_timeout_s=s.idle_timeout_s,
             max_queued_audio_ms=s.max_queued_audio_ms,
         )
+
+    def _options(self, principal: Principal) -> SessionOptions:
+        options = self.config.options(principal)
+        pipeline = dataclasses.replace(options.pipeline, reservation_ttl_s=self.settings.hold_ttl_s)
+        return dataclasses.replace(options, pipeline=pipeline)
 
     def _principal(self) -> Principal:
         assert self.principal is not None

@@ -8,6 +8,7 @@ the upstream at the real Voxtral API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from voxgate.config import Settings
-from voxgate.errors import AuthError, LimitExceeded
+from voxgate.errors import AuthError, LimitExceeded, StoreUnavailable
 from voxgate.gateway.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
 from voxgate.gateway.client_tokens import (
     ClientTokenClaims,
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # At shutdown, how long settlements still queued (the store away) may take to reach it.
 SETTLEMENT_DRAIN_S = 5.0
+KEY_SETUP_RETRY_S = 1.0
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Services:
     _forwarder: aiohttp.ClientSession | None = None
     _sessions_by_key: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
+    _key_setup: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, worker: WorkerInfo | None = None) -> Services:
@@ -117,10 +120,11 @@ class Services:
         token_store: TokenStore
         keys: KeyStore
         if settings.redis_url:
-            redis_ledger = RedisLedger.from_url(settings.redis_url)
-            redis_registry = RedisSessionRegistry.from_url(settings.redis_url)
-            redis_tokens = RedisTokenStore.from_url(settings.redis_url)
-            redis_keys = RedisKeyStore.from_url(settings.redis_url, ledger=redis_ledger)
+            url, timeout_s = settings.redis_url, settings.redis_timeout_s
+            redis_ledger = RedisLedger.from_url(url, timeout_s=timeout_s)
+            redis_registry = RedisSessionRegistry.from_url(url, timeout_s=timeout_s)
+            redis_tokens = RedisTokenStore.from_url(url, timeout_s=timeout_s)
+            redis_keys = RedisKeyStore.from_url(url, ledger=redis_ledger, timeout_s=timeout_s)
             closers += [
                 redis_keys.aclose,
                 redis_tokens.aclose,
@@ -155,8 +159,25 @@ class Services:
             _closers=closers,
         )
         metrics.settlement_sampler = services.settlements.stats
-        await services._configure_keys()
+        try:
+            await services._configure_keys()
+        except StoreUnavailable as exc:
+            # Up without the store: /healthz answers, the rest is 503 store_unavailable.
+            log.warning("store unavailable at startup (%s); keys configured once it is up", exc)
+            services._key_setup = asyncio.get_running_loop().create_task(
+                services._configure_keys_when_store_returns()
+            )
         return services
+
+    async def _configure_keys_when_store_returns(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_SETUP_RETRY_S)
+            try:
+                await self._configure_keys()
+            except StoreUnavailable:
+                continue
+            log.info("store reachable: keys configured")
+            return
 
     async def _configure_keys(self) -> None:
         limit = self.settings.max_sessions_per_key
@@ -178,6 +199,8 @@ class Services:
         return self._forwarder
 
     async def aclose(self) -> None:
+        if self._key_setup is not None:
+            self._key_setup.cancel()
         # Settlements first: the ledger they go to closes with the others.
         await self.settlements.aclose(SETTLEMENT_DRAIN_S)
         for close in self._closers:

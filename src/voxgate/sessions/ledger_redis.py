@@ -69,6 +69,7 @@ from voxgate.sessions.ledger import (
     unknown_account,
     unknown_session,
 )
+from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
 from voxgate.store import redis_client
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,18 @@ class RedisLedger:
         self._sessions = register(lua.SESSIONS)
 
     @classmethod
-    def from_url(cls, url: str, *, max_in_flight: int = 64, **options: Any) -> RedisLedger:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        max_in_flight: int = 64,
+        timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
+        **options: Any,
+    ) -> RedisLedger:
         """A ledger on its own client, with a connection for each command in flight."""
         # A plain pool is cheaper per command than BlockingConnectionPool; the semaphore
         # keeps it from ever running out.
-        client = redis_client(url, max_connections=max_in_flight)
+        client = redis_client(url, max_connections=max_in_flight, timeout_s=timeout_s)
         return cls(client, max_in_flight=max_in_flight, owns_client=True, **options)
 
     async def sync_indexes(self) -> None:

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from voxgate.errors import InvalidInput
 from voxgate.sessions.ledger import Clock, Usage, check_id
+from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
 from voxgate.store import redis_client
 
 DEFAULT_SESSION_TTL_S = 30.0
@@ -254,10 +255,17 @@ class RedisSessionRegistry:
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 16, prefix: str = "voxgate:"
+        cls,
+        url: str,
+        *,
+        max_connections: int = 16,
+        prefix: str = "voxgate:",
+        timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     ) -> RedisSessionRegistry:
         """A registry on its own client, closed by ``aclose``."""
-        client = redis_client(url, max_connections=max_connections, blocking=True)
+        client = redis_client(
+            url, max_connections=max_connections, blocking=True, timeout_s=timeout_s
+        )
         return cls(client, prefix=prefix, owns_client=True)
 
     async def aclose(self) -> None:
