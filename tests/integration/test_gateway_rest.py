@@ -44,6 +44,8 @@ def client(gateway: Gateway, key: str | None = None) -> Upstream:
 
 
 async def available(gateway: Gateway, key: str) -> int:
+    """The balance once the gateway's settlements (made in the background) reached it."""
+    assert await gateway.services.settlements.flushed(timeout_s=5)
     record = await gateway.services.keys.authenticate(key)
     return (await gateway.services.ledger.balance(record.account_id)).available
 

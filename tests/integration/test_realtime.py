@@ -194,7 +194,7 @@ async def test_a_context_id_can_be_reused_for_the_next_turn(
     stamps = [f[3] for f in received.frames]
     assert all(b - a == 960 for a, b in itertools.pairwise(stamps))
     account = (await gateway.services.keys.authenticate(gateway.api_key)).account_id
-    await asyncio.sleep(0.1)
+    assert await gateway.services.settlements.flushed(timeout_s=5)
     assert (await gateway.services.ledger.balance(account)).committed == 32
     await ws.close()
 

@@ -3,7 +3,6 @@ realtime client of the gateway observes when that upstream stalls mid-stream."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,7 +95,8 @@ async def open_socket(
 async def balance(gateway: Gateway) -> tuple[int, int]:
     """(committed, held) credits of the test key's account."""
     account = (await gateway.services.keys.authenticate(gateway.api_key)).account_id
-    await asyncio.sleep(0.1)  # settlements are written after the event that made them
+    # Settlements are written after the event that made them.
+    assert await gateway.services.settlements.flushed(timeout_s=5)
     result = await gateway.services.ledger.balance(account)
     return result.committed, result.held
 

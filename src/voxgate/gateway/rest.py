@@ -28,8 +28,15 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voxgate.envelope import error_body, ok
-from voxgate.errors import InvalidInput, LimitExceeded, UpstreamConnectionError, UpstreamError
+from voxgate.errors import (
+    InvalidInput,
+    LimitExceeded,
+    StoreUnavailable,
+    UpstreamConnectionError,
+    UpstreamError,
+)
 from voxgate.gateway.principal import Principal
+from voxgate.sessions.settlements import Action, SettlementOrder
 from voxgate.upstream import SpeechRequest, VoiceUpdate
 from voxgate.upstream.engine.validation import (
     clone_params,
@@ -144,9 +151,9 @@ class VoxtralCompatible:
         try:
             result = await self.services.upstream_client.generate(speech)
         except BaseException:
-            await self._refund(principal, op_id)
+            self._settle(principal, op_id, len(speech.input), "refund")
             raise
-        await self._commit(principal, op_id, len(speech.input))
+        self._settle(principal, op_id, len(speech.input), "commit")
         audio_url = None
         if result.audio_url:
             audio_id = result.generation_id or uuid.uuid4().hex
@@ -180,7 +187,7 @@ class VoxtralCompatible:
                 await _send(response, "speech.audio.delta", {"audio_data": _b64(first)})
             async for delta in deltas:
                 await _send(response, "speech.audio.delta", {"audio_data": _b64(delta)})
-            await self._commit(principal, op_id, len(speech.input))
+            self._settle(principal, op_id, len(speech.input), "commit")
             committed = True
             await _send(response, "speech.audio.done", {"credits_used": len(speech.input)})
         except ConnectionError:
@@ -192,7 +199,7 @@ class VoxtralCompatible:
                 await _send(response, "error", error_body(exc))
         finally:
             if not committed:
-                await self._refund(principal, op_id)
+                self._settle(principal, op_id, len(speech.input), "refund")
         return response
 
     async def audio(self, request: web.Request) -> web.StreamResponse:
@@ -323,18 +330,28 @@ class VoxtralCompatible:
 
     async def _reserve(self, principal: Principal, speech: SpeechRequest) -> str:
         op_id = f"rest:{uuid.uuid4().hex}"
-        await self.services.ledger.reserve(
-            principal.account_id, f"rest:{principal.key_id}", len(speech.input), op_id, 300.0
-        )
+        try:
+            await self.services.ledger.reserve(
+                principal.account_id, _rest_session(principal), len(speech.input), op_id, 300.0
+            )
+        except StoreUnavailable:  # the reserve may have reached Redis after all
+            self._settle(principal, op_id, len(speech.input), "void")
+            raise
         return op_id
 
-    async def _commit(self, principal: Principal, op_id: str, amount: int) -> None:
-        await self.services.ledger.commit(op_id, amount, account_id=principal.account_id)
-        self.services.metrics.credits_committed.inc(amount)
+    def _settle(self, principal: Principal, op_id: str, amount: int, action: Action) -> None:
+        """Commit (all of it), refund or void in the background: the queue owns it until the
+        store acknowledges it, so the answer never waits on the store."""
+        charge = amount if action == "commit" else 0
+        session = _rest_session(principal)
+        order = SettlementOrder(op_id, principal.account_id, session, action, amount, charge)
+        self.services.settlements.submit(order)
+        if charge:
+            self.services.metrics.credits_committed.inc(charge)
 
-    async def _refund(self, principal: Principal, op_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.services.ledger.refund(op_id, account_id=principal.account_id)
+
+def _rest_session(principal: Principal) -> str:
+    return f"rest:{principal.key_id}"
 
 
 def _voice_json(voice: Any) -> dict[str, Any]:
