@@ -57,6 +57,23 @@ async def test_text_in_pcm_frames_out(http: aiohttp.ClientSession, gateway: Gate
     await ws.close()
 
 
+async def test_time_to_first_audio_is_observed_once_per_context(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws = await connect(http, gateway)
+    received = await receive_until(ws, "session.created", Received())
+    await ws.send_json({"type": "text.append", "text": "Hello there, this comes first. "})
+    await ws.send_json({"type": "text.flush"})
+    await receive_until(ws, "chunk.started", received)
+    for word in ("and ", "these ", "words ", "come ", "after ", "the ", "first ", "audio."):
+        await ws.send_json({"type": "text.append", "text": word})
+    await ws.send_json({"type": "context.close"})
+    await receive_until(ws, "context.done", received)
+    scraped = await (await http.get(f"{gateway.url}/metrics")).text()
+    assert "voxgate_time_to_first_audio_seconds_count 1.0" in scraped
+    await ws.close()
+
+
 async def test_base64_audio_messages_and_word_marks(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:
