@@ -7,7 +7,7 @@ import math
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from voxgate.errors import InvalidInput
@@ -917,6 +917,8 @@ def test_boundary_chunks_always_have_something_to_say(text: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(text=raw_texts)
+# A boundary followed by nothing but marks: cut there, the marks would be a chunk alone.
+@example(text="Hello| a | b |\n|---|---|\n| 1 | 2 |\n...........................::::::")
 def test_only_an_unspeakable_turn_makes_an_unspeakable_chunk(text: str) -> None:
     chunks = segment(text, SegmenterOptions())  # inputs are far below the default cap
     if any(c.isalnum() for c in normalise(text)):

@@ -317,7 +317,13 @@ class Segmenter:
             strength, least = SENTENCE, options.min_chars
         if found.nested or found.strength < strength or found.pos - self._start < least:
             return False
-        return self._speakable_before(found.pos)
+        return self._speakable_before(found.pos) and not self._only_marks_after(found.pos)
+
+    def _only_marks_after(self, pos: int) -> bool:
+        """Whether the text already received after ``pos`` is punctuation with nothing to say:
+        cut there, it would leave a chunk of its own that is never spoken but charged."""
+        tail = self._buf[pos - self._base :]
+        return bool(tail.strip()) and _ALNUM.search(tail) is None
 
     def _length_cut(self) -> tuple[int, ChunkReason] | None:
         limit = self._start + self._options.max_chars
