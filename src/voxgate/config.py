@@ -151,6 +151,12 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "VOXGATE_TWILIO_AUTH_TOKEN",
+        "",
+        "Twilio auth token: when set, a Media Stream must carry a valid `X-Twilio-Signature`",
+        "twilio_auth_token",
+    ),
+    Setting(
         "VOXGATE_STUN_URLS",
         "",
         "STUN servers for WebRTC, comma-separated "
@@ -257,6 +263,7 @@ class Settings:
     max_queued_audio_ms: int = 1000
     hold_ttl_s: float = 120.0
     redis_timeout_s: float = 1.0
+    twilio_auth_token: str = ""
     stun_urls: tuple[str, ...] = ()
     turn_url: str = ""
     turn_username: str = ""

@@ -18,6 +18,7 @@ from voxgate.gateway.openapi import openapi_document
 from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, RealtimeConnection
 from voxgate.gateway.rest import VoxtralCompatible
 from voxgate.gateway.services import Services
+from voxgate.gateway.telephony.endpoint import TelephonyEndpoint
 from voxgate.gateway.whep import WhepEndpoint
 from voxgate.upstream.engine.validation import parse_json_object
 
@@ -39,6 +40,7 @@ def create_gateway_app(services: Services) -> web.Application:
         services, lambda socket, principal: RealtimeConnection(socket, services, principal, None)
     )
     app[WHEP] = whep
+    telephony = TelephonyEndpoint(services)
     app.add_routes(
         [
             web.get("/v1/realtime", realtime),
@@ -49,6 +51,7 @@ def create_gateway_app(services: Services) -> web.Application:
             web.get("/openapi.json", openapi),
             *rest.routes(),
             *whep.routes(),
+            *telephony.routes(),
             *demo.routes(),
         ]
     )

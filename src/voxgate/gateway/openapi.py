@@ -147,6 +147,17 @@ def _paths() -> dict[str, dict[str, Any]]:
                 optional_auth=True,
             )
         },
+        "/v1/telephony/twilio": {
+            "get": _op(
+                "Twilio Media Streams (bidirectional, TwiML <Connect><Stream>) WebSocket "
+                "(upgrade): attaches the call to the live session named by the stream's "
+                "customParameters session_id and token; see docs/telephony.md",
+                ok="Switching protocols",
+                status="101",
+                answer=None,
+                optional_auth=True,
+            )
+        },
         "/v1/client_tokens": {
             "post": _op("Mint a single-use client token for a browser", body=_TOKEN)
         },

@@ -62,6 +62,7 @@ class SessionUpdate(_Message, tag="session.update"):
     audio_transport: Literal["binary", "base64"] | None = None
     pacing: Literal["fast", "realtime"] | None = None
     segmenter: SegmenterSpec | None = None
+    caller_audio: bool | None = None  # forward a call leg's caller audio to this socket
 
 
 class Auth(_Message, tag="auth"):
@@ -243,6 +244,29 @@ class Pong(_Message, tag="pong"):
     pass
 
 
+class TelephonyAttached(_Message, tag="telephony.attached"):
+    """A call leg took the session's audio; events stay on this socket."""
+
+    provider: str
+    stream_id: str
+    call_id: str
+
+
+class TelephonyDetached(_Message, tag="telephony.detached"):
+    """The call leg is gone (``stop``, hang-up, dropped); audio comes back to this socket."""
+
+    provider: str
+    stream_id: str
+    reason: str
+
+
+class TelephonyDtmf(_Message, tag="telephony.dtmf"):
+    """The caller pressed a key."""
+
+    stream_id: str
+    digit: str
+
+
 class PlayoutOut(_Message, tag="playout"):
     """While a WebRTC track plays the session: its state, every 250 ms."""
 
@@ -264,6 +288,9 @@ def encode_server_message(message: _Message) -> str:
 # -- binary audio frames ------------------------------------------------------------------
 
 ENCODING_CODES = {"pcm_s16le": 1, "mulaw": 2, "opus": 3, "ogg_opus": 4, "mp3": 5}
+# The caller's side of a call leg (the phone's microphone), μ-law 8 kHz as the provider sent
+# it; its context id field holds the leg's stream id.
+ENCODING_CODES["caller_mulaw"] = 6
 _ENCODINGS = {v: k for k, v in ENCODING_CODES.items()}
 _TAIL = struct.Struct(">II")  # seq, timestamp
 

@@ -29,6 +29,7 @@ from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.principal import Principal
 from voxgate.gateway.ratelimit import TokenBucket
 from voxgate.gateway.session_config import SessionConfig
+from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.webrtc.track import SessionAudioTrack
 from voxgate.sessions import events as ev
 from voxgate.sessions.options import SessionOptions
@@ -81,6 +82,8 @@ class RealtimeConnection:
         self.config = SessionConfig(services.settings.max_contexts)
         self.outbound: Outbound | None = None
         self.webrtc: SessionAudioTrack | None = None
+        self.call: CallLeg | None = None  # a phone call taking the audio instead
+        self._caller_samples = 0  # caller audio forwarded, in 8 kHz samples
         self._text_bucket = TokenBucket(
             self.settings.text_chars_per_second, self.settings.text_burst_chars
         )
@@ -155,6 +158,47 @@ class RealtimeConnection:
                     )
                 )
             await asyncio.sleep(PLAYOUT_REPORT_S)
+
+    # -- telephony --------------------------------------------------------------------
+
+    async def attach_call(self, leg: CallLeg, stream_id: str, call_id: str) -> None:
+        """From now on this session's audio goes to a phone call; events stay here."""
+        if self.webrtc is not None or self.call is not None:
+            raise LimitExceeded(
+                "this session's audio already goes to a WebRTC peer or a call",
+                code="sink_attached",
+            )
+        self.call = leg
+        provider = leg.dialect.name
+        await self._send(
+            p.TelephonyAttached(provider=provider, stream_id=stream_id, call_id=call_id)
+        )
+
+    async def detach_call(self, leg: CallLeg, stream_id: str, reason: str) -> None:
+        """The call is gone: its turns end at what the caller heard, audio returns here."""
+        if self.call is not leg:
+            return
+        self._stop_audio()  # the pump delivers their `interrupted`
+        self.call = None
+        provider = leg.dialect.name
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._send(
+                p.TelephonyDetached(provider=provider, stream_id=stream_id, reason=reason)
+            )
+
+    async def caller_audio(self, stream_id: str, payload: bytes) -> None:
+        """The caller's microphone, forwarded when the session asked for it."""
+        if not self.config.caller_audio or not payload or self.ws.closed:
+            return
+        seq, self._caller_samples = self._caller_samples // 160, self._caller_samples + len(payload)
+        timestamp = (self._caller_samples - len(payload)) % 2**32
+        frame = p.pack_audio_frame("caller_mulaw", stream_id, seq, timestamp, payload)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_bytes(frame)
+
+    async def caller_digit(self, stream_id: str, digit: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._send(p.TelephonyDtmf(stream_id=stream_id, digit=digit))
 
     def detach_webrtc(self, track: SessionAudioTrack) -> None:
         if self.webrtc is track:
@@ -373,10 +417,14 @@ class RealtimeConnection:
         """
         assert self.outbound is not None
         track = self.webrtc
-        if track is not None:
+        if self.call is not None:
+            # What the phone says it played: the last echoed mark plus the time since.
+            delivered: float | None = self.call.played_ms(context_id)
+            self.call.interrupt(context_id)  # clear goes out at once
+        elif track is not None:
             track.interrupt(context_id)  # silence within a frame or two
             self._cut.add(context_id)
-            delivered: float | None = track.played_ms(context_id)
+            delivered = track.played_ms(context_id)
         else:
             delivered = self.outbound.sent_ms(context_id)
         self.outbound.purge(context_id)
@@ -453,8 +501,10 @@ class RealtimeConnection:
                 await out.room()
                 if self.webrtc is not None:
                     await self._track_room(self.webrtc)
+                if self.call is not None:
+                    await self.call.room()
                 head = await self.session.peek_event()
-                if isinstance(head, ev.ChunkEnded) and self.webrtc is None:
+                if isinstance(head, ev.ChunkEnded) and self.webrtc is None and self.call is None:
                     # A chunk is charged when the session delivers its end: over the socket
                     # that is once the socket has taken all of its audio.
                     await out.written(head.context_id)
@@ -462,6 +512,8 @@ class RealtimeConnection:
                 if isinstance(event, ev.AudioOut):
                     await self._audio(event)
                     continue
+                if isinstance(event, ev.ChunkEnded) and self.call is not None:
+                    self.call.chunk_ended(event.context_id)  # a mark after its audio
                 final = isinstance(event, ev.ContextDone | ev.Interrupted)
                 if isinstance(event, ev.ContextDone | ev.Interrupted):
                     self._finish_context(event)
@@ -478,7 +530,10 @@ class RealtimeConnection:
     async def _audio(self, event: ev.AudioOut) -> None:
         assert self.outbound is not None
         self.services.metrics.audio_seconds.inc(event.duration_ms / 1000)
-        if self.webrtc is not None:
+        if self.call is not None:
+            self._first_audio(event.context_id)
+            self.call.push(event.pcm, event.context_id, event.start_ms)
+        elif self.webrtc is not None:
             self._first_audio(event.context_id)
             await self._push_webrtc(self.webrtc, event)
         else:
@@ -493,6 +548,8 @@ class RealtimeConnection:
         if isinstance(event, ev.ContextDone):
             if self.webrtc is not None:
                 self.webrtc.end_of_turn(context_id)
+            if self.call is not None:
+                self.call.end_of_turn(context_id)
             self.outbound.end_of_context(context_id, -1)
         else:
             if self.webrtc is not None:
@@ -637,6 +694,8 @@ class RealtimeConnection:
     async def _shutdown(self) -> None:
         # Whatever ended the connection, the listener got no further than its sink did.
         self._stop_audio()
+        if self.call is not None:
+            await self.call.hang_up("session closed")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -35,11 +35,16 @@ class SessionConfig:
             "audio_transport": "binary",
             "pacing": "fast",
             "segmenter": {},
+            "caller_audio": False,
         }
 
     @property
     def binary(self) -> bool:
         return bool(self.values["audio_transport"] == "binary")
+
+    @property
+    def caller_audio(self) -> bool:
+        return bool(self.values["caller_audio"])
 
     @property
     def realtime(self) -> bool:

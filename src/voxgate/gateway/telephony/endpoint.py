@@ -1,0 +1,158 @@
+"""``/v1/telephony/{provider}``: a provider's media WebSocket, attached to a live session.
+
+The provider connects when the call reaches the stream instruction (TwiML
+``<Connect><Stream url="wss://…/v1/telephony/twilio">``) and names the session in the
+stream's custom parameters: ``session_id`` (from ``session.created``) and ``token``, a
+client token minted for that session (``POST /v1/client_tokens`` with ``session_id``).
+Until both check out nothing is sent to the call; a bad, used, expired or foreign token,
+or a session that is not live here, closes the stream with 1008 and the error code as the
+reason. Then the leg takes the session's audio, the caller's audio and keys go to the
+agent's socket (when it asked for them), and ``stop`` or a dropped stream detaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from voxgate.errors import AuthError, LimitExceeded, ProtocolViolation, VoxgateError
+from voxgate.gateway.telephony.dialect import (
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    Dialect,
+    Digit,
+    MarkPlayed,
+)
+from voxgate.gateway.telephony.leg import CallLeg
+from voxgate.gateway.telephony.twilio import TwilioDialect, signature_matches
+from voxgate.sessions.options import SessionOptions
+
+if TYPE_CHECKING:
+    from voxgate.gateway.realtime import RealtimeConnection
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 65_536
+START_TIMEOUT_S = 10.0
+
+
+class TelephonyEndpoint:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1/telephony/twilio", self.twilio)]
+
+    async def twilio(self, request: web.Request) -> web.StreamResponse:
+        auth_token = self.services.settings.twilio_auth_token
+        if auth_token and not signature_matches(
+            auth_token, _urls_as_requested(request), request.headers.get("X-Twilio-Signature")
+        ):
+            raise AuthError("X-Twilio-Signature does not sign this request", code="forbidden")
+        return await self._run(request, TwilioDialect())
+
+    async def _run(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=20.0)
+        await ws.prepare(request)
+        try:
+            started = await self._started(ws, dialect)
+            connection = await self._session(started)
+        except VoxgateError as exc:
+            log.info("%s stream refused: %s", dialect.name, exc.message)
+            self.services.metrics.errors.labels(exc.code).inc()
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
+            return ws
+        leg = CallLeg(ws, dialect, input_rate=SessionOptions().sample_rate)
+        try:
+            await connection.attach_call(leg, started.stream_id, started.call_id)
+        except LimitExceeded as exc:
+            await leg.aclose()
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
+            return ws
+        reason = "dropped"
+        try:
+            reason = await self._relay(ws, dialect, leg, connection, started)
+        finally:
+            await leg.aclose()
+            await connection.detach_call(leg, started.stream_id, reason)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.close()
+        return ws
+
+    async def _started(self, ws: web.WebSocketResponse, dialect: Dialect) -> CallStarted:
+        """The provider's opening messages, up to the one that names the session."""
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while True:
+                msg = await ws.receive()
+                if msg.type is not WSMsgType.TEXT:
+                    raise ProtocolViolation("the stream ended before its start message")
+                event = dialect.parse(msg.data)  # anything but its greeting before start fails
+                if isinstance(event, CallStarted):
+                    return event
+
+    async def _session(self, started: CallStarted) -> RealtimeConnection:
+        session_id = started.parameters.get("session_id")
+        token = started.parameters.get("token")
+        if not session_id or not token:
+            raise AuthError(
+                "the stream's custom parameters must carry session_id and token",
+                code="unauthorized",
+            )
+        # The session is found first, so a token is never spent on a wrong session id.
+        connection: RealtimeConnection | None = self.services.live_sessions.get(session_id)
+        if connection is None or connection.principal is None:
+            raise ProtocolViolation(f"no live session {session_id!r} here", code="not_found")
+        principal = await self.services.redeem_token(token, None)
+        if principal.session_id != session_id:
+            raise AuthError("this token was not minted for that session", code="token_scope")
+        if principal.account_id != connection.principal.account_id:
+            raise AuthError("that session belongs to another account", code="forbidden")
+        return connection
+
+    async def _relay(
+        self,
+        ws: web.WebSocketResponse,
+        dialect: Dialect,
+        leg: CallLeg,
+        connection: RealtimeConnection,
+        started: CallStarted,
+    ) -> str:
+        """Until the call's stream ends; why it ended."""
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                log.info("%s stream %s: binary message ignored", dialect.name, started.stream_id)
+                continue
+            try:
+                event = dialect.parse(msg.data)
+            except ProtocolViolation as exc:
+                # Not the provider's words: counted and dropped, the call goes on.
+                self.services.metrics.errors.labels(exc.code).inc()
+                log.info("%s stream %s: %s", dialect.name, started.stream_id, exc.message)
+                continue
+            if isinstance(event, CallerAudio):
+                await connection.caller_audio(started.stream_id, event.payload)
+            elif isinstance(event, MarkPlayed):
+                leg.marked(event.name)
+            elif isinstance(event, Digit):
+                await connection.caller_digit(started.stream_id, event.digit)
+            elif isinstance(event, CallStopped):
+                return "stop"
+        return "closed" if leg.readyState == "live" else "dropped"
+
+
+def _urls_as_requested(request: web.Request) -> list[str]:
+    """The URL the provider signed: behind a TLS proxy the gateway sees http, it used wss;
+    Twilio's guidance for WebSocket handshakes is to try the URL with a trailing slash too."""
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    path = request.path.rstrip("/")
+    query = f"?{request.query_string}" if request.query_string else ""
+    return [
+        f"{scheme}://{host}{path}{slash}{query}"
+        for scheme in ("wss", "ws")
+        for slash in ("", "/")
+    ]
