@@ -51,21 +51,25 @@ CallEvent = CallStarted | CallerAudio | MarkPlayed | Digit | CallStopped | Nothi
 
 class Dialect(Protocol):
     name: str  # the provider, as in the endpoint's path
-    encoding: Encoding  # the codec of audio both ways
+    encoding: Encoding  # the codec of audio both ways (``mulaw`` or ``pcm_s16le``)
     sample_rate: int
+    marks: bool  # whether the provider echoes marks once their audio played
 
-    def parse(self, text: str) -> CallEvent:
-        """One text message; ``ProtocolViolation`` (``invalid_message``) if it is not valid."""
+    def parse(self, data: str | bytes) -> CallEvent:
+        """One WebSocket message (text, or binary where the dialect carries audio so);
+        ``ProtocolViolation`` (``invalid_message``) if it is not the provider's."""
         ...
 
-    def media(self, payload: bytes) -> str:
-        """One 20 ms frame of audio for the call."""
+    def media(self, payload: bytes) -> str | bytes:
+        """One 20 ms frame of audio for the call (a binary message where bytes)."""
         ...
 
     def mark(self, name: str) -> str:
-        """A mark the provider echoes once the audio sent before it has played."""
+        """A mark the provider echoes once the audio sent before it has played (only
+        called when ``marks``)."""
         ...
 
-    def clear(self) -> str:
-        """Drop the audio the provider still holds; it echoes every pending mark."""
+    def clear(self) -> str | None:
+        """Drop the audio the provider still holds (it echoes every pending mark); None
+        when the provider has no such message and unsent audio is simply not sent."""
         ...

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -46,7 +48,16 @@ class TelephonyEndpoint:
         self.services = services
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/telephony/twilio", self.twilio)]
+        routes = [web.get("/v1/telephony/twilio", self.twilio)]
+        for name, dialect in other_dialects().items():
+            routes.append(web.get(f"/v1/telephony/{name}", self._plain(dialect)))
+        return routes
+
+    def _plain(self, dialect: Callable[[], Dialect]) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._run(request, dialect())
+
+        return handle
 
     async def twilio(self, request: web.Request) -> web.StreamResponse:
         auth_token = self.services.settings.twilio_auth_token
@@ -89,7 +100,7 @@ class TelephonyEndpoint:
         async with asyncio.timeout(START_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
-                if msg.type is not WSMsgType.TEXT:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     raise ProtocolViolation("the stream ended before its start message")
                 event = dialect.parse(msg.data)  # anything but its greeting before start fails
                 if isinstance(event, CallStarted):
@@ -124,8 +135,7 @@ class TelephonyEndpoint:
     ) -> str:
         """Until the call's stream ends; why it ended."""
         async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                log.info("%s stream %s: binary message ignored", dialect.name, started.stream_id)
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             try:
                 event = dialect.parse(msg.data)
@@ -145,6 +155,24 @@ class TelephonyEndpoint:
         return "closed" if leg.readyState == "live" else "dropped"
 
 
+def other_dialects() -> dict[str, Callable[[], Dialect]]:
+    """The providers besides Twilio, each a module of this package with its dialect."""
+    found: dict[str, Callable[[], Dialect]] = {}
+    for name, attribute in (
+        ("telnyx", "TelnyxDialect"),
+        ("plivo", "PlivoDialect"),
+        ("vonage", "VonageDialect"),
+    ):
+        try:
+            module = importlib.import_module(f"voxgate.gateway.telephony.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"voxgate.gateway.telephony.{name}":
+                raise
+            continue
+        found[name] = getattr(module, attribute)
+    return found
+
+
 def _urls_as_requested(request: web.Request) -> list[str]:
     """The URL the provider signed: behind a TLS proxy the gateway sees http, it used wss;
     Twilio's guidance for WebSocket handshakes is to try the URL with a trailing slash too."""
@@ -152,7 +180,5 @@ def _urls_as_requested(request: web.Request) -> list[str]:
     path = request.path.rstrip("/")
     query = f"?{request.query_string}" if request.query_string else ""
     return [
-        f"{scheme}://{host}{path}{slash}{query}"
-        for scheme in ("wss", "ws")
-        for slash in ("", "/")
+        f"{scheme}://{host}{path}{slash}{query}" for scheme in ("wss", "ws") for slash in ("", "/")
     ]

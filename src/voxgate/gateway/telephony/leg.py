@@ -26,6 +26,7 @@ from aiohttp import web
 
 from voxgate.codecs.encoders import Encoder, make_encoder
 from voxgate.codecs.output_format import OutputFormat
+from voxgate.gateway.outbound import PcmFramer
 from voxgate.gateway.telephony.dialect import Dialect
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Turn:
     """One context's audio on this leg."""
 
     encoder: Encoder
+    framer: PcmFramer | None  # linear PCM comes in pieces of any size: cut into 20 ms
     generation: int  # leg-wide; moves on at each interrupt: older marks and frames are stale
     ended: bool = False  # its last audio is pushed: the next push on its id is a new turn
     sent_ms: float = 0.0  # end of its audio sent to the phone, on its timeline
@@ -105,7 +107,8 @@ class CallLeg:
     def push(self, pcm: bytes | memoryview, context_id: str, media_ms: float) -> int:
         """Take all of ``pcm`` (mono s16 at the session's rate); the caller waits on ``room``."""
         turn = self._turn(context_id)
-        for packet in turn.encoder.encode(bytes(pcm)):
+        packets = turn.encoder.encode(bytes(pcm))
+        for packet in turn.framer.frames(packets) if turn.framer else packets:
             self._queue.append(_Frame(turn, turn.generation, packet.data))
         self._wake.set()
         return len(pcm)
@@ -118,7 +121,10 @@ class CallLeg:
 
     def end_of_turn(self, context_id: str) -> None:
         turn = self._turn(context_id)
-        for packet in turn.encoder.flush():
+        packets = turn.encoder.flush()
+        if turn.framer is not None:
+            packets = [*turn.framer.frames(packets), *turn.framer.rest()]
+        for packet in packets:
             self._queue.append(_Frame(turn, turn.generation, packet.data))
         self._queue.append(_Frame(turn, turn.generation, None))
         turn.ended = True
@@ -169,6 +175,9 @@ class CallLeg:
         if turn.heard is not None:
             position, at = turn.heard
             estimate = position + (now - at) * 1000
+        elif not self.dialect.marks and turn.first_sent_at is not None:
+            # No word from the phone: its playout, modelled from what was sent.
+            estimate = turn.sent_ms - (self._sent_total_ms - self._phone_ms(now))
         elif turn.first_sent_at is not None:
             estimate = (now - turn.first_sent_at) * 1000
         else:
@@ -196,7 +205,9 @@ class CallLeg:
                     self._clears = 0
                     self.stats.clears += 1
                     self._sent_total_ms = min(self._sent_total_ms, self._phone_ms())
-                    await self._ws.send_str(self.dialect.clear())
+                    clear = self.dialect.clear()
+                    if clear is not None:
+                        await self._ws.send_str(clear)
                     continue
                 if not self._queue:
                     self._wake.clear()
@@ -229,7 +240,8 @@ class CallLeg:
         if len(self._queue) * FRAME_MS < LEAD_MS:
             self._room.set()
         if frame.payload is None:
-            await self._send_mark(turn)
+            if self.dialect.marks:
+                await self._send_mark(turn)
             return
         now = self._clock()
         if self._play_anchor is None or self._phone_ms(now) >= self._sent_total_ms:
@@ -237,11 +249,15 @@ class CallLeg:
             self._play_anchor = now - self._sent_total_ms / 1000
         if turn.first_sent_at is None:
             turn.first_sent_at = now
-        await self._ws.send_str(self.dialect.media(frame.payload))
+        message = self.dialect.media(frame.payload)
+        if isinstance(message, bytes):
+            await self._ws.send_bytes(message)
+        else:
+            await self._ws.send_str(message)
         self.stats.frames_sent += 1
         self._sent_total_ms += FRAME_MS
         turn.sent_ms += FRAME_MS
-        if turn.sent_ms - turn.marked_ms >= MARK_EVERY_MS:
+        if self.dialect.marks and turn.sent_ms - turn.marked_ms >= MARK_EVERY_MS:
             await self._send_mark(turn)
 
     async def _send_mark(self, turn: _Turn) -> None:
@@ -267,7 +283,8 @@ class CallLeg:
             # 0, its own encoder, while the last frames of the previous one still go out.
             fmt = OutputFormat(self.dialect.encoding, self.dialect.sample_rate)
             encoder = make_encoder(fmt, self._input_rate)
-            turn = self._turns[context_id] = _Turn(encoder, next(self._generations))
+            framer = PcmFramer(fmt.sample_rate) if fmt.encoding == "pcm_s16le" else None
+            turn = self._turns[context_id] = _Turn(encoder, framer, next(self._generations))
         return turn
 
 

@@ -46,12 +46,15 @@ class TwilioDialect:
     name = "twilio"
     encoding: Encoding = "mulaw"
     sample_rate = 8000
+    marks = True
 
     def __init__(self) -> None:
         self.stream_sid: str | None = None
 
-    def parse(self, text: str) -> CallEvent:
-        message = _object(text)
+    def parse(self, data: str | bytes) -> CallEvent:
+        if isinstance(data, bytes):
+            raise invalid("Twilio sends text messages only")
+        message = _object(data)
         event = message.get("event")
         if event == "connected":
             return Nothing()
