@@ -291,6 +291,7 @@ ENCODING_CODES = {"pcm_s16le": 1, "mulaw": 2, "opus": 3, "ogg_opus": 4, "mp3": 5
 # The caller's side of a call leg (the phone's microphone), μ-law 8 kHz as the provider sent
 # it; its context id field holds the leg's stream id.
 ENCODING_CODES["caller_mulaw"] = 6
+ENCODING_CODES["caller_pcm_s16le"] = 7  # the same, linear PCM 16 kHz (Vonage)
 _ENCODINGS = {v: k for k, v in ENCODING_CODES.items()}
 _TAIL = struct.Struct(">II")  # seq, timestamp
 

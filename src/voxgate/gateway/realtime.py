@@ -83,7 +83,8 @@ class RealtimeConnection:
         self.outbound: Outbound | None = None
         self.webrtc: SessionAudioTrack | None = None
         self.call: CallLeg | None = None  # a phone call taking the audio instead
-        self._caller_samples = 0  # caller audio forwarded, in 8 kHz samples
+        self._caller_samples = 0  # caller audio forwarded: samples, and frames
+        self._caller_frames = 0
         self._text_bucket = TokenBucket(
             self.settings.text_chars_per_second, self.settings.text_burst_chars
         )
@@ -186,13 +187,17 @@ class RealtimeConnection:
                 p.TelephonyDetached(provider=provider, stream_id=stream_id, reason=reason)
             )
 
-    async def caller_audio(self, stream_id: str, payload: bytes) -> None:
-        """The caller's microphone, forwarded when the session asked for it."""
+    async def caller_audio(self, stream_id: str, payload: bytes, encoding: str) -> None:
+        """The caller's microphone (``mulaw`` 8 kHz or ``pcm_s16le`` 16 kHz, as the provider
+        sent it), forwarded when the session asked for it."""
         if not self.config.caller_audio or not payload or self.ws.closed:
             return
-        seq, self._caller_samples = self._caller_samples // 160, self._caller_samples + len(payload)
-        timestamp = (self._caller_samples - len(payload)) % 2**32
-        frame = p.pack_audio_frame("caller_mulaw", stream_id, seq, timestamp, payload)
+        samples = len(payload) if encoding == "mulaw" else len(payload) // 2
+        timestamp = self._caller_samples % 2**32
+        seq = self._caller_frames % 2**32
+        self._caller_samples += samples
+        self._caller_frames += 1
+        frame = p.pack_audio_frame(f"caller_{encoding}", stream_id, seq, timestamp, payload)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_bytes(frame)
 

@@ -145,7 +145,7 @@ class TelephonyEndpoint:
                 log.info("%s stream %s: %s", dialect.name, started.stream_id, exc.message)
                 continue
             if isinstance(event, CallerAudio):
-                await connection.caller_audio(started.stream_id, event.payload)
+                await connection.caller_audio(started.stream_id, event.payload, dialect.encoding)
             elif isinstance(event, MarkPlayed):
                 leg.marked(event.name)
             elif isinstance(event, Digit):
