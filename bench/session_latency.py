@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from voxgate.errors import StoreUnavailable
 from voxgate.sessions.events import AudioOut, ContextDone
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -119,6 +120,17 @@ def report(name: str, results: list[dict[str, float]]) -> None:
     print(f"  gateway-added / upstream first-byte     median {ratio:.2f}")
 
 
+async def wait_for_store(ledger: RedisLedger) -> None:
+    """Until the server answers (it fails fast while it is still starting)."""
+    for _ in range(100):
+        try:
+            await ledger.accounts()
+            return
+        except StoreUnavailable:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,8 +164,8 @@ async def main(runs: int) -> None:
                     stdout=subprocess.DEVNULL,
                 )
                 try:
-                    await asyncio.sleep(0.3)
                     ledger = RedisLedger.from_url(f"redis://127.0.0.1:{port}/0")
+                    await wait_for_store(ledger)
                     results = [await one_run(upstream, ledger, i) for i in range(runs)]
                     await ledger.aclose()
                     report("Redis", results)
