@@ -10,6 +10,7 @@ import orjson
 
 from voxgate import __version__
 from voxgate.gateway.protocol import json_schema
+from voxgate.gateway.telephony.endpoint import other_dialects
 from voxgate.upstream.engine.validation import MAX_NAME_CHARS, MAX_REF_AUDIO_B64
 from voxgate.upstream.models import (
     AUDIO_FORMATS,
@@ -157,6 +158,20 @@ def _paths() -> dict[str, dict[str, Any]]:
                 answer=None,
                 optional_auth=True,
             )
+        },
+        **{
+            f"/v1/telephony/{name}": {
+                "get": _op(
+                    f"{name.capitalize()} media stream WebSocket (upgrade): attaches the call "
+                    "to the live session its stream parameters name (session_id and token); "
+                    "see docs/telephony.md",
+                    ok="Switching protocols",
+                    status="101",
+                    answer=None,
+                    optional_auth=True,
+                )
+            }
+            for name in other_dialects()
         },
         "/v1/client_tokens": {
             "post": _op("Mint a single-use client token for a browser", body=_TOKEN)
