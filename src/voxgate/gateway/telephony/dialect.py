@@ -70,6 +70,7 @@ class Dialect(Protocol):
         ...
 
     def clear(self) -> str | None:
-        """Drop the audio the provider still holds (it echoes every pending mark); None
-        when the provider has no such message and unsent audio is simply not sent."""
+        """Drop the audio the provider still holds (Twilio then echoes every pending mark,
+        Plivo drops them); None when the provider has no such message and unsent audio is
+        simply not sent."""
         ...

@@ -140,6 +140,11 @@ class CallLeg:
             turn.generation = next(self._generations)
             turn.ended = True
         self._queue = deque(f for f in self._queue if f.turn.generation == f.generation)
+        # Pending marks of the cut audio are dead: Twilio echoes them on clear (ignored as
+        # unknown), Plivo never answers them; either way they need not be kept.
+        self._marks = OrderedDict(
+            (name, m) for name, m in self._marks.items() if m.turn.generation == m.generation
+        )
         self._clears += 1
         self._wake.set()
         self._room.set()
