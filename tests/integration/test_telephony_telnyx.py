@@ -1,0 +1,302 @@
+"""A Telnyx media stream attached to a live session, against a fake that acts as Telnyx does.
+
+The fake (``tests/fakes/telnyx_call.py``) plays what it is sent in real time, sends a mark back
+only once the audio before it has played and every queued one on ``clear``, answers what it
+cannot take with an ``error`` frame, and sends the caller's audio every 20 ms; what it played is
+what the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.conftest import Target
+from tests.fakes.telnyx_call import TelnyxCall
+from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.ledger_checks import account_of, assert_ledger_exact
+
+pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
+
+SHORT = "Thanks for calling. Your table for four is booked for eight tonight."
+LONG = " ".join(
+    [
+        "I can help you with that booking right away.",
+        "We have a table by the window at seven, or one on the terrace at half past eight.",
+        "The terrace is heated, and dogs are welcome there.",
+        "Let me know which one you would like, and I will hold it for you.",
+    ]
+    * 3
+)
+
+
+@pytest.fixture
+async def gateway(target: Target) -> AsyncIterator[Gateway]:
+    async with running_gateway(target) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class Agent:
+    """The agent's own realtime socket, collecting its events and binary frames."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session_id: str) -> None:
+        self.ws, self.session_id = ws, session_id
+        self.received = Received()
+        self.caller_frames: list[tuple[float, bytes]] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                self.received.messages.append({**msg.json(), "_at": time.monotonic()})
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                frame = msg.data
+                encoding_code, id_length = frame[1], frame[2]
+                payload = frame[3 + id_length + 8 :]
+                if encoding_code == 6:  # caller μ-law
+                    self.caller_frames.append((time.monotonic(), payload))
+                else:
+                    self.received.frames.append(("?", "?", 0, 0, payload))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return self.received.of(kind)
+
+    async def wait(self, kind: str, count: int = 1, timeout: float = 30) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while len(self.of(kind)) < count:
+                await asyncio.sleep(0.01)
+        return self.of(kind)[count - 1]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+async def open_agent(
+    http: aiohttp.ClientSession, gateway: Gateway, **update: Any
+) -> tuple[Agent, str]:
+    """An agent socket with a session, and a client token minted for that session."""
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    ws = await http.ws_connect(gateway.ws_url, headers=headers)
+    created = await receive_until(ws, "session.created", Received())
+    session_id = created.of("session.created")[0]["session_id"]
+    if update:
+        await ws.send_json({"type": "session.update", **update})
+        await receive_until(ws, "session.updated", Received())
+    minted = await http.post(
+        f"{gateway.url}/v1/client_tokens", headers=headers, json={"session_id": session_id}
+    )
+    token = (await minted.json())["data"]["token"]
+    return Agent(ws, session_id), token
+
+
+def stream_url(gateway: Gateway) -> str:
+    return gateway.url.replace("http", "ws", 1) + "/v1/telephony/telnyx"
+
+
+async def invalid_messages(http: aiohttp.ClientSession, gateway: Gateway) -> float:
+    scraped = await (await http.get(f"{gateway.url}/metrics")).text()
+    counted = re.search(r'^voxgate_errors_total\{code="invalid_message"\} (\S+)$', scraped, re.M)
+    return float(counted.group(1)) if counted else 0.0
+
+
+async def test_a_call_plays_the_turn_marks_what_was_heard_and_hears_the_caller(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    agent, token = await open_agent(http, gateway, caller_audio=True)
+    params = {"session_id": agent.session_id, "token": token}
+    async with TelnyxCall.connect(http, stream_url(gateway), custom_parameters=params) as call:
+        attached = await agent.wait("telephony.attached")
+        assert (attached["provider"], attached["stream_id"]) == ("telnyx", call.stream_id)
+        assert attached["call_id"] == call.call_control_id
+        await agent.ws.send_json({"type": "text.append", "text": SHORT})
+        await agent.ws.send_json({"type": "context.close"})
+        done = await agent.wait("context.done")
+        spoken_ms = agent.of("chunk.ended")[-1]["end_ms"]
+        # Paced: when the turn is done on the session's side, the phone has nearly played it.
+        assert call.played_ms() >= spoken_ms - 700
+        await call.wait_for(lambda: call.played_ms() >= spoken_ms - 40, timeout=5)
+        await call.dtmf("5")
+        digit = await agent.wait("telephony.dtmf")
+        assert (digit["digit"], digit["stream_id"]) == ("5", call.stream_id)
+        assert not call.protocol_errors
+        # Telnyx's words: RTP payloads of one 20 ms frame each, marks by name.
+        media = [m for m in call.messages if m["event"] == "media"]
+        assert {len(base64.b64decode(m["media"]["payload"])) for m in media} == {160}
+        assert {m["event"] for m in call.messages} == {"media", "mark"}
+        assert all(set(m) == {"event", m["event"]} for m in call.messages)
+        assert not agent.received.frames  # the audio went to the call, not the socket
+        pcm = call.played_pcm().astype(np.float32) / 32768
+        assert float(np.sqrt(np.mean(pcm**2))) > 0.01
+        # A mark after each chunk and at least every 500 ms, each sent back once it played.
+        assert len(call.marks_echoed) >= int(spoken_ms / 500)
+        assert call.marks_received[: len(call.marks_echoed)] == [n for n, _ in call.marks_echoed]
+        # The caller's audio reached the agent, 20 ms at a time.
+        assert len(agent.caller_frames) >= 20
+        assert {len(payload) for _, payload in agent.caller_frames} == {160}
+    detached = await agent.wait("telephony.detached")
+    assert detached["reason"] == "stop"
+    charged = done["usage"]["characters"]
+    assert charged == sum(len(e["text"].strip()) for e in agent.of("chunk.ended"))
+    await agent.close()
+    account = await account_of(gateway.services, gateway.api_key)
+    balance = await gateway.services.ledger.balance(account)
+    await assert_ledger_exact(gateway.services, {account: balance.committed})
+    assert balance.committed == charged
+
+
+async def test_interrupt_clears_the_call_at_once_and_charges_what_the_caller_heard(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    agent, token = await open_agent(http, gateway)
+    params = {"session_id": agent.session_id, "token": token}
+    async with TelnyxCall.connect(
+        http, stream_url(gateway), custom_parameters=params, send_caller_audio=False
+    ) as call:
+        await agent.wait("telephony.attached")
+        await agent.ws.send_json({"type": "text.append", "text": LONG})
+        await agent.ws.send_json({"type": "text.flush"})
+        await call.wait_for(lambda: call.played_ms() > 2200, timeout=30)
+        sent = asyncio.get_running_loop().time()
+        await agent.ws.send_json({"type": "interrupt"})
+        await call.wait_for(lambda: call.clears, timeout=2)
+        assert call.clears[0] - sent < 0.1
+        heard_ms = call.played_ms()
+        interrupted = await agent.wait("interrupted")
+        # heard is what the phone played: within the lead of what the fake played.
+        assert abs(interrupted["played_ms"] - heard_ms) < 150
+        assert LONG.startswith(interrupted["heard"])
+        assert 0 < interrupted["usage"]["characters"] <= len(interrupted["heard"].strip())
+        media_at_clear = call.received_media_messages
+        await asyncio.sleep(0.5)
+        assert call.received_media_messages == media_at_clear  # nothing of that turn after
+        assert call.played_ms() == heard_ms
+        # The marks sent back on clear do not confuse the next turn.
+        await agent.ws.send_json({"type": "text.append", "text": SHORT, "context_id": "t2"})
+        await agent.ws.send_json({"type": "context.close", "context_id": "t2"})
+        done = await agent.wait("context.done")
+        spoken_ms = [e for e in agent.of("chunk.ended") if e["context_id"] == "t2"][-1]["end_ms"]
+        await call.wait_for(lambda: call.played_ms() >= heard_ms + spoken_ms - 40, timeout=10)
+        assert not call.protocol_errors
+    await agent.close()
+    account = await account_of(gateway.services, gateway.api_key)
+    charged = interrupted["usage"]["characters"] + done["usage"]["characters"]
+    await assert_ledger_exact(gateway.services, {account: charged})
+
+
+BAD_ATTACHES = {
+    "wrong_token": "invalid_token",
+    "foreign_token": "token_scope",
+    "no_session": "not_found",
+    "no_parameters": "unauthorized",
+    "pcma_stream": "invalid_message",
+    "media_before_start": "invalid_message",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ATTACHES))
+async def test_a_bad_attach_is_closed_1008_before_any_media(
+    http: aiohttp.ClientSession, gateway: Gateway, case: str
+) -> None:
+    agent, token = await open_agent(http, gateway)
+    other, other_token = await open_agent(http, gateway)
+    params = {
+        "wrong_token": {"session_id": agent.session_id, "token": "vgt_" + "x" * 40},
+        "foreign_token": {"session_id": agent.session_id, "token": other_token},
+        "no_session": {"session_id": "0" * 32, "token": token},
+        "no_parameters": {},
+    }.get(case, {"session_id": agent.session_id, "token": token})
+    pcma = {"encoding": "PCMA", "sample_rate": 8000, "channels": 1}
+    async with TelnyxCall.connect(
+        http,
+        stream_url(gateway),
+        custom_parameters=params,
+        media_format=pcma if case == "pcma_stream" else None,
+        send_start=case != "media_before_start",
+    ) as call:
+        if case == "media_before_start":
+            payload = base64.b64encode(b"\xff" * 160).decode()
+            await call.send_raw({"event": "media", "media": {"payload": payload}})
+        await call.wait_for(lambda: call.close_code is not None, timeout=5)
+        assert (call.close_code, call.close_reason) == (1008, BAD_ATTACHES[case])
+        assert call.received_media_messages == 0
+    assert not agent.of("telephony.attached")
+    if case in ("no_session", "pcma_stream"):  # the token was not spent on a refused stream
+        async with TelnyxCall.connect(
+            http,
+            stream_url(gateway),
+            custom_parameters={"session_id": agent.session_id, "token": token},
+        ):
+            await agent.wait("telephony.attached")
+    await agent.close()
+    await other.close()
+
+
+async def test_the_token_may_come_as_the_streams_auth_token(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    agent, token = await open_agent(http, gateway)
+    async with TelnyxCall.connect(
+        http,
+        stream_url(gateway),
+        custom_parameters={"session_id": agent.session_id},
+        stream_auth_token=token,
+        send_caller_audio=False,
+    ) as call:
+        attached = await agent.wait("telephony.attached")
+        assert attached["stream_id"] == call.stream_id
+    await agent.close()
+
+
+async def test_bad_messages_mid_call_are_dropped_and_the_call_goes_on(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    agent, token = await open_agent(http, gateway, caller_audio=True)
+    params = {"session_id": agent.session_id, "token": token}
+    async with TelnyxCall.connect(http, stream_url(gateway), custom_parameters=params) as call:
+        await agent.wait("telephony.attached")
+        sid = call.stream_id
+        bad: list[dict[str, Any] | str | bytes] = [
+            {"event": "hangup", "stream_id": sid},
+            {"event": "mark", "stream_id": "0" * 36, "mark": {"name": "vg1"}},
+            {
+                "event": "media",
+                "stream_id": sid,
+                "media": {"track": "inbound", "payload": "A" * 9000},
+            },
+            {"event": "media", "stream_id": sid, "media": {"track": "inbound", "payload": "%%%%"}},
+            {"event": "dtmf", "stream_id": sid, "dtmf": {"digit": "X"}},
+            {"event": "start", "stream_id": sid, "start": {"custom_parameters": params}},
+            "not json",
+            b"\xff" * 160,
+        ]
+        for message in bad:
+            await call.send_raw(message)
+        # Telnyx's own error frame is its word, not a bad message: noted, and the call goes on.
+        await call.error("100002", "unknown_error", "An unknown error occurred")
+        await agent.ws.send_json({"type": "text.append", "text": SHORT})
+        await agent.ws.send_json({"type": "context.close"})
+        await agent.wait("context.done")
+        spoken_ms = agent.of("chunk.ended")[-1]["end_ms"]
+        await call.wait_for(lambda: call.played_ms() >= spoken_ms - 40, timeout=10)
+        await call.dtmf("#")
+        assert (await agent.wait("telephony.dtmf"))["digit"] == "#"
+        assert len(agent.caller_frames) >= 20  # the caller is still heard
+        assert call.close_code is None
+        assert not call.protocol_errors
+    assert await invalid_messages(http, gateway) == len(bad)
+    await agent.close()
