@@ -40,7 +40,6 @@ Undocumented or contradictory, so decided here:
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -48,7 +47,6 @@ from urllib.parse import unquote
 import orjson
 
 from voxgate.codecs.output_format import Encoding
-from voxgate.errors import ProtocolViolation
 from voxgate.gateway.telephony.dialect import (
     CallerAudio,
     CallEvent,
@@ -58,20 +56,14 @@ from voxgate.gateway.telephony.dialect import (
     MarkPlayed,
     Nothing,
 )
+from voxgate.gateway.telephony.messages import audio, field, invalid, json_object, key, text
 
 CONTENT_TYPE = "audio/x-mulaw"
 SAMPLE_RATE = 8000
 # Caller audio comes in about 20 ms (160 bytes) a message; anything far longer is not Plivo's.
-MAX_PAYLOAD_B64 = 4 * 1600 // 3 + 4  # 200 ms of μ-law
-MAX_MESSAGE_CHARS = 16_384
-DIGIT = re.compile(r"[0-9*#A-D]")  # the protocol reference's pattern for dtmf.digit
 PAIR_SEPARATOR = re.compile(r"[;,]")
 PARAMETER_ALIASES = {"sessionId": "session_id"}
 EVENTS = frozenset({"media", "dtmf", "playedStream", "clearedAudio", "stop"})
-
-
-def invalid(message: str) -> ProtocolViolation:
-    return ProtocolViolation(message, code="invalid_message")
 
 
 class PlivoDialect:
@@ -84,9 +76,7 @@ class PlivoDialect:
         self.stream_id: str | None = None
 
     def parse(self, data: str | bytes) -> CallEvent:
-        if isinstance(data, bytes):
-            raise invalid("Plivo sends text messages only")
-        message = _object(data)
+        message = json_object(data, "Plivo")
         event = message.get("event")
         if event == "start":
             return self._start(message)
@@ -98,11 +88,11 @@ class PlivoDialect:
         if stream_id != self.stream_id:
             raise invalid(f"streamId {stream_id!r} is not this stream's")
         if event == "media":
-            return _media(_field(message, "media"))
+            return _media(field(message, "media"))
         if event == "dtmf":
-            return _digit(_field(message, "dtmf"))
+            return Digit(key(field(message, "dtmf").get("digit")))
         if event == "playedStream":
-            return MarkPlayed(_text(message, "name"))
+            return MarkPlayed(text(message, "name"))
         if event == "clearedAudio":
             return Nothing()  # the pending checkpoints are gone with the audio: no echoes
         return CallStopped()
@@ -124,8 +114,8 @@ class PlivoDialect:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_id is not None:
             raise invalid("a second start message on one stream")
-        start = _field(message, "start")
-        stream_id = _text(start, "streamId")
+        start = field(message, "start")
+        stream_id = text(start, "streamId")
         fmt = start.get("mediaFormat")
         if not isinstance(fmt, dict) or (fmt.get("encoding"), fmt.get("sampleRate")) != (
             CONTENT_TYPE,
@@ -161,49 +151,10 @@ def parameters(extra_headers: str) -> dict[str, str]:
     return found
 
 
-def _object(text: str) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise invalid(f"message of {len(text)} characters; at most {MAX_MESSAGE_CHARS}")
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise invalid("not JSON") from None
-    if not isinstance(message, dict):
-        raise invalid("a message must be a JSON object")
-    return message
-
-
-def _field(message: dict[str, Any], name: str) -> dict[str, Any]:
-    value = message.get(name)
-    if not isinstance(value, dict):
-        raise invalid(f"{message.get('event')!r} without its {name!r} object")
-    return value
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise invalid(f"{name!r} must be a string of 1 to 256 characters")
-    return value
-
-
 def _media(media: dict[str, Any]) -> CallerAudio:
     if media.get("track", "inbound") != "inbound":
         return CallerAudio(b"")  # only the caller's side is the agent's business
-    payload = media.get("payload")
-    if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD_B64:
-        raise invalid(f"media payload must be base64 of at most {MAX_PAYLOAD_B64} characters")
-    try:
-        audio = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise invalid("media payload is not base64") from None
+    samples = audio(media.get("payload"))
     timestamp = media.get("timestamp")
     stamp = int(timestamp) if isinstance(timestamp, str) and timestamp.isdigit() else None
-    return CallerAudio(audio, stamp)
-
-
-def _digit(dtmf: dict[str, Any]) -> Digit:
-    digit = dtmf.get("digit")
-    if not isinstance(digit, str) or not DIGIT.fullmatch(digit):
-        raise invalid(f"dtmf digit {digit!r} is not one of 0-9, *, #, A-D")
-    return Digit(digit)
+    return CallerAudio(samples, stamp)

@@ -53,14 +53,12 @@ would hold audio back) with no timestamp (its unit is not given); a caller frame
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from typing import Any
 
 import orjson
 
 from voxgate.codecs.output_format import Encoding
-from voxgate.errors import ProtocolViolation
 from voxgate.gateway.telephony.dialect import (
     CallerAudio,
     CallEvent,
@@ -70,19 +68,13 @@ from voxgate.gateway.telephony.dialect import (
     MarkPlayed,
     Nothing,
 )
+from voxgate.gateway.telephony.messages import audio, field, invalid, json_object, key, text
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_B64 = 4 * 1600 // 3 + 4  # 200 ms of PCMU
-MAX_MESSAGE_CHARS = 16_384
 MEDIA_FORMATS = frozenset({("PCMU", 8000), ("AUDIO/X-MULAW", 8000)})  # new docs, older docs
-DTMF_KEYS = frozenset("0123456789*#ABCD")
 AUTH_TOKEN_FIELD = "x-telnyx-streaming-auth-token"
 EVENTS = frozenset({"media", "mark", "dtmf", "error", "stop"})  # after start
-
-
-def invalid(message: str) -> ProtocolViolation:
-    return ProtocolViolation(message, code="invalid_message")
 
 
 class TelnyxDialect:
@@ -96,9 +88,7 @@ class TelnyxDialect:
         self._auth_token: str | None = None
 
     def parse(self, data: str | bytes) -> CallEvent:
-        if isinstance(data, bytes):
-            raise invalid("Telnyx sends text messages only")
-        message = _object(data)
+        message = json_object(data, "Telnyx")
         event = message.get("event")
         if event == "connected":
             return self._connected(message)
@@ -113,11 +103,11 @@ class TelnyxDialect:
         ):
             raise invalid(f"stream_id {message.get('stream_id')!r} is not this stream's")
         if event == "media":
-            return _media(_field(message, "media"))
+            return _media(field(message, "media"))
         if event == "mark":
-            return MarkPlayed(_text(_field(message, "mark"), "name"))
+            return MarkPlayed(text(field(message, "mark"), "name"))
         if event == "dtmf":
-            return _digit(_field(message, "dtmf"))
+            return Digit(key(field(message, "dtmf").get("digit")))
         if event == "error":
             return self._error(message)
         return CallStopped()
@@ -144,8 +134,8 @@ class TelnyxDialect:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_id is not None:
             raise invalid("a second start message on one stream")
-        start = _field(message, "start")
-        stream_id = _text(message, "stream_id")
+        start = field(message, "start")
+        stream_id = text(message, "stream_id")
         fmt = start.get("media_format")
         if isinstance(fmt, dict) and (
             (str(fmt.get("encoding")).upper(), fmt.get("sample_rate")) not in MEDIA_FORMATS
@@ -180,50 +170,11 @@ class TelnyxDialect:
         return orjson.dumps(body).decode()
 
 
-def _object(text: str) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise invalid(f"message of {len(text)} characters; at most {MAX_MESSAGE_CHARS}")
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise invalid("not JSON") from None
-    if not isinstance(message, dict):
-        raise invalid("a message must be a JSON object")
-    return message
-
-
-def _field(message: dict[str, Any], name: str) -> dict[str, Any]:
-    value = message.get(name)
-    if not isinstance(value, dict):
-        raise invalid(f"{message.get('event')!r} without its {name!r} object")
-    return value
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise invalid(f"{name!r} must be a string of 1 to 256 characters")
-    return value
-
-
-def _digit(dtmf: dict[str, Any]) -> Digit:
-    digit = dtmf.get("digit")
-    if not isinstance(digit, str) or digit not in DTMF_KEYS:
-        raise invalid(f"dtmf digit {digit!r} is not a key of a phone")
-    return Digit(digit)
-
-
 def _media(media: dict[str, Any]) -> CallerAudio | Nothing:
     track = media.get("track", "inbound")
     if track == "outbound":
         return Nothing()  # our own audio, on a both_tracks stream
     if track != "inbound":
         raise invalid(f"media track {track!r} is neither inbound nor outbound")
-    payload = media.get("payload")
-    if not isinstance(payload, str) or not payload or len(payload) > MAX_PAYLOAD_B64:
-        raise invalid(f"media payload must be base64 of at most {MAX_PAYLOAD_B64} characters")
-    try:
-        audio = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise invalid("media payload is not base64") from None
-    return CallerAudio(audio)
+    samples = audio(media.get("payload"))
+    return CallerAudio(samples)

@@ -14,7 +14,6 @@ URL Twilio requested (a WebSocket request has no body parameters to append)
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import orjson
 
 from voxgate.codecs.output_format import Encoding
-from voxgate.errors import ProtocolViolation
 from voxgate.gateway.telephony.dialect import (
     CallerAudio,
     CallEvent,
@@ -32,14 +30,7 @@ from voxgate.gateway.telephony.dialect import (
     MarkPlayed,
     Nothing,
 )
-
-# Caller audio comes in 20 ms frames (160 bytes); anything far longer is not Twilio's.
-MAX_PAYLOAD_B64 = 4 * 1600 // 3 + 4  # 200 ms of μ-law
-MAX_MESSAGE_CHARS = 16_384
-
-
-def invalid(message: str) -> ProtocolViolation:
-    return ProtocolViolation(message, code="invalid_message")
+from voxgate.gateway.telephony.messages import audio, field, invalid, json_object, key, text
 
 
 class TwilioDialect:
@@ -52,9 +43,7 @@ class TwilioDialect:
         self.stream_sid: str | None = None
 
     def parse(self, data: str | bytes) -> CallEvent:
-        if isinstance(data, bytes):
-            raise invalid("Twilio sends text messages only")
-        message = _object(data)
+        message = json_object(data, "Twilio")
         event = message.get("event")
         if event == "connected":
             return Nothing()
@@ -67,11 +56,11 @@ class TwilioDialect:
         if message.get("streamSid") != self.stream_sid:
             raise invalid(f"streamSid {message.get('streamSid')!r} is not this stream's")
         if event == "media":
-            return _media(_field(message, "media"))
+            return _media(field(message, "media"))
         if event == "mark":
-            return MarkPlayed(_text(_field(message, "mark"), "name"))
+            return MarkPlayed(text(field(message, "mark"), "name"))
         if event == "dtmf":
-            return Digit(_text(_field(message, "dtmf"), "digit"))
+            return Digit(key(field(message, "dtmf").get("digit")))
         return CallStopped()
 
     def media(self, payload: bytes) -> str:
@@ -87,8 +76,8 @@ class TwilioDialect:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_sid is not None:
             raise invalid("a second start message on one stream")
-        start = _field(message, "start")
-        stream_sid = _text(start, "streamSid")
+        start = field(message, "start")
+        stream_sid = text(start, "streamSid")
         fmt = start.get("mediaFormat")
         if isinstance(fmt, dict) and (fmt.get("encoding"), fmt.get("sampleRate")) != (
             "audio/x-mulaw",
@@ -122,42 +111,10 @@ def signature_matches(auth_token: str, urls: list[str], given: str | None) -> bo
     return any(hmac.compare_digest(signature(auth_token, url), given) for url in urls)
 
 
-def _object(text: str) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise invalid(f"message of {len(text)} characters; at most {MAX_MESSAGE_CHARS}")
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise invalid("not JSON") from None
-    if not isinstance(message, dict):
-        raise invalid("a message must be a JSON object")
-    return message
-
-
-def _field(message: dict[str, Any], name: str) -> dict[str, Any]:
-    value = message.get(name)
-    if not isinstance(value, dict):
-        raise invalid(f"{message.get('event')!r} without its {name!r} object")
-    return value
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise invalid(f"{name!r} must be a string of 1 to 256 characters")
-    return value
-
-
 def _media(media: dict[str, Any]) -> CallerAudio:
     if media.get("track", "inbound") != "inbound":
         return CallerAudio(b"")  # only the caller's side is the agent's business
-    payload = media.get("payload")
-    if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD_B64:
-        raise invalid(f"media payload must be base64 of at most {MAX_PAYLOAD_B64} characters")
-    try:
-        audio = base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise invalid("media payload is not base64") from None
+    samples = audio(media.get("payload"))
     timestamp = media.get("timestamp")
     stamp = int(timestamp) if isinstance(timestamp, str) and timestamp.isdigit() else None
-    return CallerAudio(audio, stamp)
+    return CallerAudio(samples, stamp)
