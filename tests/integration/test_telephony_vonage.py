@@ -9,7 +9,6 @@ time, answers a ``notify`` only once the audio before it has played, empties its
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import struct
 import time
@@ -27,7 +26,6 @@ from tests.fakes.vonage_call import CALLER_FRAME, FRAME_BYTES, VonageCall
 from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
 from tests.ledger_checks import account_of, assert_ledger_exact
 from voxgate.gateway.protocol import ENCODING_CODES
-from voxgate.gateway.realtime import RealtimeConnection
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
 
@@ -40,11 +38,6 @@ LONG = " ".join(
         "Let me know which one you would like, and I will hold it for you.",
     ]
     * 3
-)
-# Vonage's caller audio is 16 kHz linear PCM: forwarded as is, it needs an encoding of its own
-# on the agent's socket and a connection that counts 16 kHz samples.
-CALLER_PCM = "caller_pcm_s16le" in ENCODING_CODES and "encoding" in (
-    inspect.signature(RealtimeConnection.caller_audio).parameters
 )
 
 
@@ -183,13 +176,6 @@ async def test_a_call_plays_the_turn_notifies_what_was_heard_and_takes_the_keys(
     await assert_ledger_exact(gateway.services, {account: charged})
 
 
-@pytest.mark.xfail(
-    not CALLER_PCM,
-    reason="RealtimeConnection.caller_audio forwards every payload as encoding 6 (μ-law 8 kHz) "
-    "and counts a sample a byte: Vonage's 16 kHz PCM needs its own encoding (7, "
-    "caller_pcm_s16le) and the dialect's encoding passed in",
-    strict=True,
-)
 async def test_the_callers_audio_reaches_the_agent_as_16_khz_pcm(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:
@@ -244,12 +230,6 @@ async def test_interrupt_clears_the_call_at_once_and_charges_what_the_caller_hea
     await assert_ledger_exact(gateway.services, {account: charged})
 
 
-@pytest.mark.xfail(
-    reason="once the stream ends, the endpoint closes the leg before it detaches it: the closed "
-    "leg's room() no longer holds the session's pump, which pushes the rest of the chunk (or "
-    "more) into it, so those chunks end, are charged and count as heard (Twilio's stop too)",
-    strict=False,  # the pump may be waiting on the engine, not the leg, when the call ends
-)
 async def test_a_hang_up_mid_turn_detaches_and_charges_what_the_caller_heard(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:

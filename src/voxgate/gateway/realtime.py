@@ -508,6 +508,9 @@ class RealtimeConnection:
                     await self._track_room(self.webrtc)
                 if self.call is not None:
                     await self.call.room()
+                    # A leg that went dead is about to be detached: push nothing into it.
+                    while self.call is not None and self.call.readyState != "live":  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
                 head = await self.session.peek_event()
                 if isinstance(head, ev.ChunkEnded) and self.webrtc is None and self.call is None:
                     # A chunk is charged when the session delivers its end: over the socket

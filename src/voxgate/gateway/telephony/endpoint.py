@@ -89,8 +89,10 @@ class TelephonyEndpoint:
         try:
             reason = await self._relay(ws, dialect, leg, connection, started)
         finally:
-            await leg.aclose()
+            # Detached first: the turn stops at what the caller heard, while the leg still
+            # says what that is and before anything more is pushed into it.
             await connection.detach_call(leg, started.stream_id, reason)
+            await leg.aclose()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.close()
         return ws
