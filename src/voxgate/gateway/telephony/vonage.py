@@ -47,7 +47,6 @@ from typing import Any
 import orjson
 
 from voxgate.codecs.output_format import Encoding
-from voxgate.errors import ProtocolViolation
 from voxgate.gateway.telephony.dialect import (
     CallerAudio,
     CallEvent,
@@ -56,17 +55,12 @@ from voxgate.gateway.telephony.dialect import (
     MarkPlayed,
     Nothing,
 )
+from voxgate.gateway.telephony.messages import invalid, json_object, key
 
 CONTENT_TYPE = "audio/l16;rate=16000"
 FRAME_BYTES = 640  # 20 ms of 16-bit mono at 16 kHz
 MAX_AUDIO_BYTES = 10 * FRAME_BYTES  # 200 ms: anything far longer is not Vonage's
-MAX_MESSAGE_CHARS = 16_384
-DTMF_KEYS = frozenset("0123456789*#")
 _OWN_KEYS = ("event", "content-type")  # of websocket:connected; the rest are the headers
-
-
-def invalid(message: str) -> ProtocolViolation:
-    return ProtocolViolation(message, code="invalid_message")
 
 
 class VonageDialect:
@@ -84,14 +78,14 @@ class VonageDialect:
             if not self.connected:
                 raise invalid("audio before the websocket:connected message")
             return _audio(data)
-        message = _object(data)
+        message = json_object(data, "Vonage")
         event = message.get("event")
         if event == "websocket:connected":
             return self._connected(message)
         if not self.connected:
             raise invalid(f"{event!r} before the websocket:connected message")
         if event == "websocket:dtmf":
-            return Digit(_digit(message))
+            return Digit(key(message.get("digit")))
         if event == "websocket:notify":
             return MarkPlayed(_name(message))
         if event == "websocket:cleared":
@@ -129,18 +123,6 @@ class VonageDialect:
             raise RuntimeError("no stream yet: nothing may be sent before websocket:connected")
 
 
-def _object(text: str) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise invalid(f"message of {len(text)} characters; at most {MAX_MESSAGE_CHARS}")
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise invalid("not JSON") from None
-    if not isinstance(message, dict):
-        raise invalid("a message must be a JSON object")
-    return message
-
-
 def _media_type(value: object) -> str | None:
     # A media type's case and the spaces around its parameters carry no meaning.
     return value.replace(" ", "").lower() if isinstance(value, str) else None
@@ -157,13 +139,6 @@ def _audio(data: bytes) -> CallerAudio:
             f"audio of {len(data)} bytes: 16-bit samples, at most {MAX_AUDIO_BYTES} bytes"
         )
     return CallerAudio(data)
-
-
-def _digit(message: dict[str, Any]) -> str:
-    digit = message.get("digit")
-    if not isinstance(digit, str) or digit not in DTMF_KEYS:
-        raise invalid(f"websocket:dtmf digit {digit!r}: one of 0-9, * or #")
-    return digit
 
 
 def _name(message: dict[str, Any]) -> str:
