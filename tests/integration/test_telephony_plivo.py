@@ -9,7 +9,6 @@ what it played is what the caller heard. The session and token travel in ``extra
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -19,8 +18,9 @@ import pytest
 from tests.conftest import Target
 from tests.fakes.plivo_call import PlivoCall
 from tests.gateway_harness import Gateway, running_gateway
-from tests.integration.test_telephony_twilio import LONG, SHORT, Agent, open_agent
 from tests.ledger_checks import account_of, assert_ledger_exact
+from tests.telephony_agent import LONG, SHORT, Agent, invalid_messages, open_agent
+from tests.telephony_agent import stream_url as telephony_stream_url
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
 
@@ -38,18 +38,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def stream_url(gateway: Gateway) -> str:
-    return gateway.url.replace("http", "ws", 1) + "/v1/telephony/plivo"
+    return telephony_stream_url(gateway, "plivo")
 
 
 def extra_headers(agent: Agent, token: str) -> str:
     """The ``<Stream extraHeaders>`` of the call, as the docs' ``key=value;…`` example."""
     return f"sessionId={agent.session_id};token={token}"
-
-
-async def invalid_messages(http: aiohttp.ClientSession, gateway: Gateway) -> float:
-    scraped = await (await http.get(f"{gateway.url}/metrics")).text()
-    counted = re.search(r'^voxgate_errors_total\{code="invalid_message"\} (\S+)$', scraped, re.M)
-    return float(counted.group(1)) if counted else 0.0
 
 
 async def test_a_call_plays_the_turn_checkpoints_what_was_heard_and_hears_the_caller(
@@ -73,7 +67,7 @@ async def test_a_call_plays_the_turn_checkpoints_what_was_heard_and_hears_the_ca
         digit = await agent.wait("telephony.dtmf")
         assert (digit["digit"], digit["stream_id"]) == ("5", call.stream_id)
         assert not call.protocol_errors  # every playAudio in the stream's contentType
-        assert not agent.received.frames  # the audio went to the call, not the socket
+        assert not agent.audio_frames  # the audio went to the call, not the socket
         pcm = call.played_pcm().astype(np.float32) / 32768
         assert float(np.sqrt(np.mean(pcm**2))) > 0.01
         # A checkpoint after each chunk and at least every 500 ms, each answered once played.
@@ -82,7 +76,7 @@ async def test_a_call_plays_the_turn_checkpoints_what_was_heard_and_hears_the_ca
         assert call.checkpoints_received[: len(echoed)] == echoed
         # The caller's audio reached the agent, 20 ms at a time.
         assert len(agent.caller_frames) >= 20
-        assert {len(payload) for _, payload in agent.caller_frames} == {160}
+        assert {len(f.payload) for f in agent.caller_frames} == {160}
     detached = await agent.wait("telephony.detached")
     assert detached["reason"] == "closed"  # Plivo ends a stream by closing its socket
     charged = done["usage"]["characters"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,13 +19,15 @@ import pytest
 
 from tests.conftest import Target
 from tests.fakes.telnyx_call import TelnyxCall
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, running_gateway
 from tests.ledger_checks import account_of, assert_ledger_exact
+from tests.telephony_agent import LONG, SHORT, invalid_messages, open_agent
+from tests.telephony_agent import stream_url as telephony_stream_url
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
 
-SHORT = "Thanks for calling. Your table for four is booked for eight tonight."
-LONG = " ".join(
+"Thanks for calling. Your table for four is booked for eight tonight."
+" ".join(
     [
         "I can help you with that booking right away.",
         "We have a table by the window at seven, or one on the terrace at half past eight.",
@@ -50,68 +50,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-class Agent:
-    """The agent's own realtime socket, collecting its events and binary frames."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session_id: str) -> None:
-        self.ws, self.session_id = ws, session_id
-        self.received = Received()
-        self.caller_frames: list[tuple[float, bytes]] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                self.received.messages.append({**msg.json(), "_at": time.monotonic()})
-            elif msg.type is aiohttp.WSMsgType.BINARY:
-                frame = msg.data
-                encoding_code, id_length = frame[1], frame[2]
-                payload = frame[3 + id_length + 8 :]
-                if encoding_code == 6:  # caller μ-law
-                    self.caller_frames.append((time.monotonic(), payload))
-                else:
-                    self.received.frames.append(("?", "?", 0, 0, payload))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return self.received.of(kind)
-
-    async def wait(self, kind: str, count: int = 1, timeout: float = 30) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while len(self.of(kind)) < count:
-                await asyncio.sleep(0.01)
-        return self.of(kind)[count - 1]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
-
-
-async def open_agent(
-    http: aiohttp.ClientSession, gateway: Gateway, **update: Any
-) -> tuple[Agent, str]:
-    """An agent socket with a session, and a client token minted for that session."""
-    headers = {"Authorization": f"Bearer {gateway.api_key}"}
-    ws = await http.ws_connect(gateway.ws_url, headers=headers)
-    created = await receive_until(ws, "session.created", Received())
-    session_id = created.of("session.created")[0]["session_id"]
-    if update:
-        await ws.send_json({"type": "session.update", **update})
-        await receive_until(ws, "session.updated", Received())
-    minted = await http.post(
-        f"{gateway.url}/v1/client_tokens", headers=headers, json={"session_id": session_id}
-    )
-    token = (await minted.json())["data"]["token"]
-    return Agent(ws, session_id), token
-
-
 def stream_url(gateway: Gateway) -> str:
-    return gateway.url.replace("http", "ws", 1) + "/v1/telephony/telnyx"
-
-
-async def invalid_messages(http: aiohttp.ClientSession, gateway: Gateway) -> float:
-    scraped = await (await http.get(f"{gateway.url}/metrics")).text()
-    counted = re.search(r'^voxgate_errors_total\{code="invalid_message"\} (\S+)$', scraped, re.M)
-    return float(counted.group(1)) if counted else 0.0
+    return telephony_stream_url(gateway, "telnyx")
 
 
 async def test_a_call_plays_the_turn_marks_what_was_heard_and_hears_the_caller(
@@ -139,7 +79,7 @@ async def test_a_call_plays_the_turn_marks_what_was_heard_and_hears_the_caller(
         assert {len(base64.b64decode(m["media"]["payload"])) for m in media} == {160}
         assert {m["event"] for m in call.messages} == {"media", "mark"}
         assert all(set(m) == {"event", m["event"]} for m in call.messages)
-        assert not agent.received.frames  # the audio went to the call, not the socket
+        assert not agent.audio_frames  # the audio went to the call, not the socket
         pcm = call.played_pcm().astype(np.float32) / 32768
         assert float(np.sqrt(np.mean(pcm**2))) > 0.01
         # A mark after each chunk and at least every 500 ms, each sent back once it played.
@@ -147,7 +87,7 @@ async def test_a_call_plays_the_turn_marks_what_was_heard_and_hears_the_caller(
         assert call.marks_received[: len(call.marks_echoed)] == [n for n, _ in call.marks_echoed]
         # The caller's audio reached the agent, 20 ms at a time.
         assert len(agent.caller_frames) >= 20
-        assert {len(payload) for _, payload in agent.caller_frames} == {160}
+        assert {len(f.payload) for f in agent.caller_frames} == {160}
     detached = await agent.wait("telephony.detached")
     assert detached["reason"] == "stop"
     charged = done["usage"]["characters"]
