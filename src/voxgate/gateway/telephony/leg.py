@@ -35,6 +35,7 @@ LEAD_MS = 100.0
 MARK_EVERY_MS = 500.0
 FRAME_MS = 20.0
 MAX_PENDING_MARKS = 1024  # a provider that never echoes must not grow the leg without bound
+_EARLY_MS = 1.0  # a frame this early is sent now rather than after a sleep too short to take
 
 
 @dataclass(slots=True)
@@ -218,9 +219,11 @@ class CallLeg:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                ahead = self._sent_total_ms - self._phone_ms()
-                if ahead >= LEAD_MS:
-                    await self._sleep((ahead - LEAD_MS + FRAME_MS) / 1000)
+                # A frame goes once it would end within the lead: one every 20 ms, never
+                # two at once (checking the lead before the frame let pairs through).
+                excess = self._sent_total_ms + FRAME_MS - self._phone_ms() - LEAD_MS
+                if excess > _EARLY_MS:
+                    await self._sleep(excess / 1000)
                     continue
                 await self._send(self._queue.popleft())
         except (ConnectionError, RuntimeError) as exc:
