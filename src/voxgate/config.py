@@ -227,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "VOXTRAL_MAX_CONNECTIONS",
+        "64",
+        "Connections open to the upstream at once: each playing session holds one while it "
+        "fetches, so allow one per concurrent session",
+        "upstream.max_connections",
+        int,
+    ),
+    Setting(
         "VOXTRAL_TOTAL_TIMEOUT",
         "120",
         "Seconds one upstream request may take in all",

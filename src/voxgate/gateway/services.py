@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -38,7 +39,7 @@ from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.sessions.registry import MemorySessionRegistry, RedisSessionRegistry, SessionRegistry
 from voxgate.sessions.settlements import Settlements
-from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
+from voxgate.upstream import SpeechRequest, Upstream
 from voxgate.upstream.engine.background import BackgroundEngine
 from voxgate.upstream.pcm import PcmChunk
 
@@ -104,13 +105,9 @@ class Services:
         if settings.uses_embedded_engine:
             engine = BackgroundEngine()
             engine.__enter__()
-            upstream_config = UpstreamConfig(
-                base_url=engine.base_url,
-                api_key=engine.api_key,
-                pcm_sample_rate=settings.upstream.pcm_sample_rate,
-                first_byte_timeout=settings.upstream.first_byte_timeout,
-                idle_timeout=settings.upstream.idle_timeout,
-                total_timeout=settings.upstream.total_timeout,
+            # Everything configured for the upstream holds for the engine, but where it is.
+            upstream_config = dataclasses.replace(
+                settings.upstream, base_url=engine.base_url, api_key=engine.api_key
             )
         metrics = Metrics()
         upstream = Upstream(upstream_config)

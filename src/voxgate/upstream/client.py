@@ -68,6 +68,8 @@ class UpstreamConfig:
         for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout"):
             if not getattr(self, name) > 0:  # NaN too
                 raise ConfigError(f"{name} must be positive")
+        if not 1 <= self.max_connections <= 100_000:
+            raise ConfigError("max_connections must be 1-100000")
 
 
 class Upstream:
