@@ -101,7 +101,7 @@ def free_port_pair() -> int:
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1] & ~1
+            port = int(probe.getsockname()[1]) & ~1
         if port < 1024 or port + 1 > 65535:
             continue
         try:
@@ -183,22 +183,20 @@ class Ffmpeg:
             await self.process.wait()
 
 
-def longest_silence_ms(decoded: Decoded, *, threshold: float = 1e-3) -> float:
-    """The longest run of 5 ms windows below ``threshold`` RMS between the first and the
-    last that are above it: a hole in the stream is digital silence, well below speech."""
+def pauses_ms(decoded: Decoded, *, threshold: float = 1e-3, longer_than: float = 60) -> list[float]:
+    """The runs of 5 ms windows below ``threshold`` RMS, longer than ``longer_than`` ms,
+    between the first window above it and the last: a hole in the stream is digital
+    silence, far below speech."""
     window = decoded.sample_rate // 200
     count = len(decoded.samples) // window
     frames = decoded.samples[: count * window].reshape(count, window)
-    loud = np.sqrt(np.mean(frames**2, axis=1)) >= threshold
-    voiced = np.flatnonzero(loud)
-    if len(voiced) < 2:
-        return 0.0
-    gaps = np.diff(voiced) - 1
-    return float(gaps.max()) * 5.0
+    voiced = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) >= threshold)
+    runs = (np.diff(voiced) - 1) * 5.0
+    return [float(run) for run in runs if run > longer_than]
 
 
-async def reference_silence_ms(http: aiohttp.ClientSession, gateway: Gateway) -> float:
-    """The longest pause the engine itself puts in ``SHORT`` (between its sentences)."""
+async def reference_pauses_ms(http: aiohttp.ClientSession, gateway: Gateway) -> list[float]:
+    """The pauses the engine itself puts in ``SHORT`` (between its sentences), as PCM."""
     agent, _ = await open_agent(http, gateway)
     pcm = bytearray()
     ws = agent.ws
@@ -213,14 +211,14 @@ async def reference_silence_ms(http: aiohttp.ClientSession, gateway: Gateway) ->
                 break
     await ws.close()
     samples = np.frombuffer(bytes(pcm), "<i2").astype(np.float32) / 32768
-    return longest_silence_ms(Decoded(samples, 24000, "pcm_s16le"))
+    return pauses_ms(Decoded(samples, 24000, "pcm_s16le"))
 
 
 @pytest.mark.parametrize(("codec", "rate"), [("PCMU", 8000), ("opus", 48000), ("L16", 16000)])
 async def test_ffmpeg_receives_the_turn_whole_from_the_sdp(
     http: aiohttp.ClientSession, gateway: Gateway, tmp_path: Path, codec: str, rate: int
 ) -> None:
-    pause_ms = await reference_silence_ms(http, gateway)
+    reference = await reference_pauses_ms(http, gateway)
     agent, _ = await open_agent(http, gateway)
     port = free_port_pair()
     status, created = await post_rtp(
@@ -249,8 +247,10 @@ async def test_ffmpeg_receives_the_turn_whole_from_the_sdp(
     assert ffprobe(ffmpeg.out.read_bytes(), "wav")["codec"] == "pcm_s16le"
     assert abs(decoded.duration * 1000 - spoken_ms) < 200, (decoded.duration, spoken_ms)
     assert decoded.rms > 0.01
-    # No hole: no silence inside the speech longer than the engine's own pauses (+60 ms).
-    assert longest_silence_ms(decoded) <= pause_ms + 60, (longest_silence_ms(decoded), pause_ms)
+    # No hole: the pauses are the engine's own (between sentences), each as long, none new.
+    pauses = pauses_ms(decoded)
+    assert len(pauses) == len(reference), (pauses, reference)
+    assert all(abs(got - want) <= 60 for got, want in zip(pauses, reference, strict=True))
     assert not agent.audio_frames  # the audio went to the RTP receiver
     detached = await agent.wait("telephony.detached")
     assert detached["reason"] == "stop"
