@@ -22,17 +22,11 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from tests.audio_checks import Decoded, decode, ffprobe
 from tests.conftest import Target
-from tests.gateway_harness import Gateway
+from tests.gateway_harness import Gateway, running_gateway
 from tests.telephony_agent import LONG, SHORT, open_agent
-from voxgate.config import Settings
-from voxgate.gateway.app import create_gateway_app
-from voxgate.gateway.services import Services
-from voxgate.gateway.telephony.rtp_endpoint import RtpEndpoint
-from voxgate.upstream import UpstreamConfig
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
 
@@ -40,33 +34,9 @@ KEY = "vg_rtp_key_0123456789abcdef"
 OTHER_KEY = "vg_rtp_other_0123456789abc"
 
 
-# -- a gateway with the RTP routes -------------------------------------------------------
-
-
-@asynccontextmanager
-async def rtp_gateway(target: Target) -> AsyncIterator[Gateway]:
-    settings = Settings(
-        upstream=UpstreamConfig(base_url=target.base_url, api_key=target.api_key),
-        api_keys=(f"{KEY}:1000000", f"{OTHER_KEY}:1000000"),
-    )
-    services = await Services.start(settings)
-    app = create_gateway_app(services)
-    app.add_routes(RtpEndpoint(services).routes())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Gateway(f"http://127.0.0.1:{port}", services, KEY)
-    finally:
-        await runner.cleanup()
-        await services.aclose()
-
-
 @pytest.fixture
 async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with rtp_gateway(target) as gw:
+    async with running_gateway(target, api_keys=(f"{KEY}:1000000", f"{OTHER_KEY}:1000000")) as gw:
         yield gw
 
 

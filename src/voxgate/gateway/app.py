@@ -19,6 +19,7 @@ from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, Real
 from voxgate.gateway.rest import VoxtralCompatible
 from voxgate.gateway.services import Services
 from voxgate.gateway.telephony.endpoint import TelephonyEndpoint
+from voxgate.gateway.telephony.rtp_endpoint import RtpEndpoint
 from voxgate.gateway.whep import WhepEndpoint
 from voxgate.upstream.engine.validation import parse_json_object
 
@@ -41,6 +42,7 @@ def create_gateway_app(services: Services) -> web.Application:
     )
     app[WHEP] = whep
     telephony = TelephonyEndpoint(services)
+    rtp = RtpEndpoint(services)
     app.add_routes(
         [
             web.get("/v1/realtime", realtime),
@@ -52,12 +54,14 @@ def create_gateway_app(services: Services) -> web.Application:
             *rest.routes(),
             *whep.routes(),
             *telephony.routes(),
+            *rtp.routes(),
             *demo.routes(),
         ]
     )
 
     async def close_peers(_: web.Application) -> None:
         await whep.aclose()
+        await rtp.aclose()
 
     app.on_shutdown.append(close_peers)
     return app

@@ -28,6 +28,19 @@ _JSON = "application/json"
 _SDP = "application/sdp"
 
 
+_RTP_TARGET: dict[str, Any] = {
+    "type": "object",
+    "required": ["host", "port", "codec"],
+    "properties": {
+        "host": {"type": "string"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "codec": {"type": "string", "enum": ["PCMU", "opus", "L16"]},
+        "payload_type": {"type": "integer", "minimum": 0, "maximum": 127},
+        "rtcp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    },
+}
+
+
 def _op(
     summary: str,
     *,
@@ -172,6 +185,20 @@ def _paths() -> dict[str, dict[str, Any]]:
                 )
             }
             for name in other_dialects()
+        },
+        "/v1/sessions/{session_id}/rtp": {
+            "post": _op(
+                "RTP egress: send a live session's audio as RTP (PCMU, opus, L16) to a SIP "
+                "media server, RTCP sender reports to rtcp_port; answers the stream's SDP; "
+                "see docs/telephony.md",
+                body=_RTP_TARGET,
+                status="201",
+                ok="The stream: id, ssrc, codec, sdp",
+                headers=("Location",),
+            )
+        },
+        "/v1/sessions/{session_id}/rtp/{sink_id}": {
+            "delete": _op("RTP egress: stop the stream (RTCP BYE); the session's audio returns")
         },
         "/v1/client_tokens": {
             "post": _op("Mint a single-use client token for a browser", body=_TOKEN)

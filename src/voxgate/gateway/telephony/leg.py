@@ -21,8 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiohttp import web
+from typing import Any, Protocol
 
 from voxgate.codecs.encoders import Encoder, make_encoder
 from voxgate.codecs.output_format import OutputFormat
@@ -36,6 +35,16 @@ MARK_EVERY_MS = 500.0
 FRAME_MS = 20.0
 MAX_PENDING_MARKS = 1024  # a provider that never echoes must not grow the leg without bound
 _EARLY_MS = 1.0  # a frame this early is sent now rather than after a sleep too short to take
+
+
+class MediaSocket(Protocol):
+    """Where a leg's messages go: a provider's WebSocket, or a UDP socket for RTP."""
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -79,7 +88,7 @@ class _Mark:
 class CallLeg:
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: MediaSocket,
         dialect: Dialect,
         *,
         input_rate: int,

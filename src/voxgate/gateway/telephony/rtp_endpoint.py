@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -176,7 +176,7 @@ class RtpEndpoint:
             connection,
             # The leg writes to its socket as to a WebSocket: send_bytes, send_str, close.
             CallLeg(
-                cast(web.WebSocketResponse, rtp_socket),
+                rtp_socket,
                 dialect,
                 input_rate=SessionOptions().sample_rate,
             ),
