@@ -624,6 +624,8 @@ def main(args: argparse.Namespace) -> None:
         "VOXTRAL_API_KEY": ENGINE_KEY,
         "VOXTRAL_BASE_URL": f"http://127.0.0.1:{engine_port}/api/tts",
         "VOXGATE_MAX_SESSIONS_PER_KEY": "1000",
+        # Every playing leg holds an upstream connection while it fetches: room for all.
+        "VOXTRAL_MAX_CONNECTIONS": os.environ.get("VOXTRAL_MAX_CONNECTIONS", "1024"),
     }
     serve = [sys.executable, "-m", "voxgate", "serve", "--port", str(gateway_port)]
     serve += ["--api-key", f"{key}:{CREDITS}"]
