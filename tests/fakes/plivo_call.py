@@ -30,16 +30,14 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import aiohttp
-import numpy as np
-import numpy.typing as npt
 from aiohttp import WSMsgType
 
-from tests.fakes.twilio_call import CALLER_FRAME, FRAME_S, RATE, OutboundBuffer, mulaw_decode
+from tests.fakes.twilio_call import CALLER_FRAME, FRAME_S, OutboundBuffer, PhonePlayback
 
 MULAW = "audio/x-mulaw;rate=8000"
 DTMF_KEYS = frozenset("0123456789*#ABCD")
@@ -47,7 +45,7 @@ MAX_MESSAGE_BYTES = 65_536
 ACCEPTED = frozenset({"playAudio", "checkpoint", "clearAudio", "sendDTMF"})
 
 
-class PlivoCall:
+class PlivoCall(PhonePlayback):
     """One bidirectional Audio Stream, Plivo's side, over an aiohttp WebSocket client."""
 
     def __init__(
@@ -103,18 +101,6 @@ class PlivoCall:
                     with suppress(asyncio.CancelledError):
                         await task
 
-    @property
-    def played(self) -> bytearray:
-        """The μ-law that has played to the caller by now."""
-        self._buffer.catch_up(self._loop.time())
-        return self._buffer.played
-
-    def played_ms(self) -> float:
-        return len(self.played) * 1000 / RATE
-
-    def played_pcm(self) -> npt.NDArray[np.int16]:
-        return mulaw_decode(bytes(self.played))
-
     async def dtmf(self, digit: str) -> None:
         if digit not in DTMF_KEYS:
             raise ValueError(f"{digit!r} is not a key Plivo reports")
@@ -132,13 +118,6 @@ class PlivoCall:
             await self._ws.send_bytes(message)
         else:
             await self._ws.send_str(message if isinstance(message, str) else json.dumps(message))
-
-    async def wait_for(self, predicate: Callable[[], object], timeout: float) -> None:
-        deadline = self._loop.time() + timeout
-        while not predicate():
-            if self._loop.time() > deadline:
-                raise TimeoutError(f"not within {timeout} s: {self._summary()}")
-            await asyncio.sleep(0.005)
 
     async def _open(self, send_caller_audio: bool) -> None:
         start = {
@@ -175,11 +154,6 @@ class PlivoCall:
             stamp = str(first_ms + (chunk - 1) * 20)
             media = {"track": "inbound", "timestamp": stamp, "chunk": chunk, "payload": payload}
             await self._send("media", media=media, extra_headers=self.extra_headers)
-
-    async def _play(self) -> None:
-        while not self._ws.closed:
-            await self._echo(self._buffer.due(self._loop.time()))
-            await asyncio.sleep(0.005)
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:

@@ -30,17 +30,15 @@ import binascii
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import numpy as np
-import numpy.typing as npt
 from aiohttp import WSMsgType
 
-from tests.fakes.twilio_call import CALLER_FRAME, FRAME_S, RATE, OutboundBuffer, mulaw_decode
+from tests.fakes.twilio_call import CALLER_FRAME, FRAME_S, RATE, OutboundBuffer, PhonePlayback
 
 MIN_MEDIA_BYTES = RATE * 20 // 1000  # 20 ms of PCMU
 MAX_MEDIA_BYTES = RATE * 30  # 30 s
@@ -49,7 +47,7 @@ PCMU = {"encoding": "PCMU", "sample_rate": RATE, "channels": 1}
 AUTH_TOKEN_HEADER = "x-telnyx-streaming-auth-token"
 
 
-class TelnyxCall:
+class TelnyxCall(PhonePlayback):
     """One bidirectional media stream, Telnyx's side, over an aiohttp WebSocket client."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_id: str, call_id: str) -> None:
@@ -102,18 +100,6 @@ class TelnyxCall:
                     with suppress(asyncio.CancelledError):
                         await task
 
-    @property
-    def played(self) -> bytearray:
-        """The PCMU that has played to the caller by now."""
-        self._buffer.catch_up(self._loop.time())
-        return self._buffer.played
-
-    def played_ms(self) -> float:
-        return len(self.played) * 1000 / RATE
-
-    def played_pcm(self) -> npt.NDArray[np.int16]:
-        return mulaw_decode(bytes(self.played))
-
     async def dtmf(self, digit: str) -> None:
         if digit not in DTMF_KEYS:
             raise ValueError(f"{digit!r} is not a key of a phone")
@@ -137,13 +123,6 @@ class TelnyxCall:
             await self._ws.send_bytes(message)
         else:
             await self._ws.send_str(message if isinstance(message, str) else json.dumps(message))
-
-    async def wait_for(self, predicate: Callable[[], object], timeout: float) -> None:
-        deadline = self._loop.time() + timeout
-        while not predicate():
-            if self._loop.time() > deadline:
-                raise TimeoutError(f"not within {timeout} s: {self._summary()}")
-            await asyncio.sleep(0.005)
 
     async def _open(
         self,
@@ -189,11 +168,6 @@ class TelnyxCall:
             await asyncio.sleep(max(0.0, start + chunk * FRAME_S - self._loop.time()))
             media = {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * 20)}
             await self._send("media", media={**media, "payload": payload})
-
-    async def _play(self) -> None:
-        while not self._ws.closed:
-            await self._echo(self._buffer.due(self._loop.time()))
-            await asyncio.sleep(0.005)
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:

@@ -122,7 +122,46 @@ class OutboundBuffer:
         return names
 
 
-class TwilioCall:
+class PhonePlayback:
+    """What every μ-law fake phone shares: its playback, read as the caller hears it."""
+
+    _ws: aiohttp.ClientWebSocketResponse
+    _loop: asyncio.AbstractEventLoop
+    _buffer: OutboundBuffer
+
+    @property
+    def played(self) -> bytearray:
+        """The μ-law that has played to the caller by now."""
+        self._buffer.catch_up(self._loop.time())
+        return self._buffer.played
+
+    def played_ms(self) -> float:
+        return len(self.played) * 1000 / RATE
+
+    def played_pcm(self) -> npt.NDArray[np.int16]:
+        return mulaw_decode(bytes(self.played))
+
+    async def wait_for(self, predicate: Callable[[], object], timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        while not predicate():
+            if self._loop.time() > deadline:
+                raise TimeoutError(f"not within {timeout} s: {self._summary()}")
+            await asyncio.sleep(0.005)
+
+    async def _play(self) -> None:
+        """Answer each mark as playback reaches it."""
+        while not self._ws.closed:
+            await self._echo(self._buffer.due(self._loop.time()))
+            await asyncio.sleep(0.005)
+
+    async def _echo(self, names: list[str]) -> None:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+
+class TwilioCall(PhonePlayback):
     """One bidirectional Media Stream, Twilio's side, over an aiohttp WebSocket client."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str, call_sid: str) -> None:
@@ -176,18 +215,6 @@ class TwilioCall:
                     with suppress(asyncio.CancelledError):
                         await task
 
-    @property
-    def played(self) -> bytearray:
-        """The μ-law that has played to the caller by now."""
-        self._buffer.catch_up(self._loop.time())
-        return self._buffer.played
-
-    def played_ms(self) -> float:
-        return len(self.played) * 1000 / RATE
-
-    def played_pcm(self) -> npt.NDArray[np.int16]:
-        return mulaw_decode(bytes(self.played))
-
     async def dtmf(self, digit: str) -> None:
         if digit not in DTMF_KEYS:
             raise ValueError(f"{digit!r} is not a key of a phone")
@@ -202,13 +229,6 @@ class TwilioCall:
     async def send_raw(self, message: dict[str, Any] | str) -> None:
         """Send anything as is (a dict as JSON), outside the sequence numbers."""
         await self._ws.send_str(message if isinstance(message, str) else json.dumps(message))
-
-    async def wait_for(self, predicate: Callable[[], object], timeout: float) -> None:
-        deadline = self._loop.time() + timeout
-        while not predicate():
-            if self._loop.time() > deadline:
-                raise TimeoutError(f"not within {timeout} s: {self._summary()}")
-            await asyncio.sleep(0.005)
 
     async def _open(self, custom_parameters: dict[str, str], send_caller_audio: bool) -> None:
         await self._ws.send_str(json.dumps(CONNECTED))
@@ -245,11 +265,6 @@ class TwilioCall:
             await asyncio.sleep(max(0.0, start + chunk * FRAME_S - self._loop.time()))
             media = {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * 20)}
             await self._send("media", media={**media, "payload": payload})
-
-    async def _play(self) -> None:
-        while not self._ws.closed:
-            await self._echo(self._buffer.due(self._loop.time()))
-            await asyncio.sleep(0.005)
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:
