@@ -14,8 +14,8 @@ from aiohttp import web
 
 from voxgate.config import Settings, settings_table
 from voxgate.errors import ConfigError
+from voxgate.gateway.access.keys_cli import add_keys_command
 from voxgate.gateway.app import create_gateway_app, drain
-from voxgate.gateway.keys_cli import add_keys_command
 from voxgate.gateway.services import Services
 from voxgate.gateway.workers import WorkerInfo, run_workers
 from voxgate.logs import configure_logging

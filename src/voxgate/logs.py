@@ -1,7 +1,7 @@
 """Logging set-up: readable lines or one JSON object per line.
 
 Nothing voxgate logs contains an API key or a client token: keys are referred to by their
-key id, tokens by their token id (see ``gateway.keys`` and ``gateway.client_tokens``).
+key id, tokens by their token id (see ``gateway.access.keys`` and ``gateway.access.client_tokens``).
 """
 
 from __future__ import annotations

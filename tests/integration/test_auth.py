@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voxgate.errors import AuthError, ConfigError, InvalidInput
-from voxgate.gateway.auth import (
+from voxgate.gateway.access.auth import (
     OriginPolicy,
     bearer_token,
     dev_key,
@@ -24,14 +24,14 @@ from voxgate.gateway.auth import (
     parse_origin,
     split_key_specs,
 )
-from voxgate.gateway.client_tokens import (
+from voxgate.gateway.access.client_tokens import (
     ClientTokens,
     MemoryTokenStore,
     RedisTokenStore,
     TokenStore,
     redact,
 )
-from voxgate.gateway.keys import KeyStore, MemoryKeyStore, RedisKeyStore, key_digest
+from voxgate.gateway.access.keys import KeyStore, MemoryKeyStore, RedisKeyStore, key_digest
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger

@@ -11,8 +11,8 @@ from typing import TypeVar
 import pytest
 
 from voxgate.errors import AuthError
-from voxgate.gateway.keys import KeyRecord, RedisKeyStore
-from voxgate.gateway.keys_cli import add_keys_command
+from voxgate.gateway.access.keys import KeyRecord, RedisKeyStore
+from voxgate.gateway.access.keys_cli import add_keys_command
 from voxgate.sessions.ledger_redis import RedisLedger
 
 T = TypeVar("T")

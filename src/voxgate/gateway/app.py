@@ -12,7 +12,7 @@ from aiohttp import web
 
 from voxgate.envelope import Handler, envelope_errors, error_response, ok
 from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
-from voxgate.gateway.auth import bearer_token
+from voxgate.gateway.access.auth import bearer_token
 from voxgate.gateway.demo import DemoPage
 from voxgate.gateway.openapi import openapi_document
 from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, RealtimeConnection
@@ -32,7 +32,7 @@ WHEP: web.AppKey[WhepEndpoint] = web.AppKey("whep", WhepEndpoint)
 def create_gateway_app(services: Services) -> web.Application:
     app = web.Application(
         middlewares=[envelope_errors, count_store_outages],
-        client_max_size=services.settings.max_message_bytes * 16
+        client_max_size=services.settings.max_message_bytes * 16,
     )
     app[SERVICES] = services
     rest = VoxtralCompatible(services)

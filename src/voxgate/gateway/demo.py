@@ -17,7 +17,7 @@ from aiohttp import web
 
 from voxgate.envelope import ok
 from voxgate.errors import AuthError, InvalidInput
-from voxgate.gateway.principal import Principal
+from voxgate.gateway.access.principal import Principal
 from voxgate.upstream.engine.validation import parse_json_object
 
 _LOOPBACK = ("127.0.0.1", "::1")

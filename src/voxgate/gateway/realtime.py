@@ -25,9 +25,9 @@ from voxgate.errors import (
 )
 from voxgate.gateway import protocol as p
 from voxgate.gateway import wire
+from voxgate.gateway.access.principal import Principal
+from voxgate.gateway.access.ratelimit import TokenBucket
 from voxgate.gateway.outbound import Outbound
-from voxgate.gateway.principal import Principal
-from voxgate.gateway.ratelimit import TokenBucket
 from voxgate.gateway.session_config import SessionConfig
 from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.webrtc.track import SessionAudioTrack

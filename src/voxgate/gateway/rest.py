@@ -35,7 +35,7 @@ from voxgate.errors import (
     UpstreamConnectionError,
     UpstreamError,
 )
-from voxgate.gateway.principal import Principal
+from voxgate.gateway.access.principal import Principal
 from voxgate.sessions.settlements import Action, SettlementOrder
 from voxgate.upstream import SpeechRequest, VoiceUpdate
 from voxgate.upstream.engine.validation import (

@@ -22,17 +22,17 @@ import aiohttp
 
 from voxgate.config import Settings
 from voxgate.errors import AuthError, LimitExceeded, StoreUnavailable
-from voxgate.gateway.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
-from voxgate.gateway.client_tokens import (
+from voxgate.gateway.access.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
+from voxgate.gateway.access.client_tokens import (
     ClientTokenClaims,
     ClientTokens,
     MemoryTokenStore,
     RedisTokenStore,
     TokenStore,
 )
-from voxgate.gateway.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
+from voxgate.gateway.access.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
+from voxgate.gateway.access.principal import Principal
 from voxgate.gateway.metrics import Metrics
-from voxgate.gateway.principal import Principal
 from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger

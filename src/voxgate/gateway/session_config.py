@@ -15,7 +15,7 @@ import msgspec
 from voxgate.codecs.output_format import OutputFormat
 from voxgate.errors import AuthError
 from voxgate.gateway import protocol as p
-from voxgate.gateway.principal import Principal
+from voxgate.gateway.access.principal import Principal
 from voxgate.sessions.options import SessionOptions, VoiceOptions
 from voxgate.sessions.segmenter import SegmenterOptions
 from voxgate.upstream.engine.validation import decode_audio_field

@@ -32,8 +32,8 @@ from aiortc.exceptions import OperationError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxgate.errors import AuthError, InvalidInput
+from voxgate.gateway.access.principal import Principal
 from voxgate.gateway.metrics import WebrtcSample
-from voxgate.gateway.principal import Principal
 from voxgate.gateway.webrtc.clock import MediaClock
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
 from voxgate.gateway.webrtc.track import SessionAudioTrack, TrackOptions

@@ -354,9 +354,7 @@ class Context:
         step = self._rate * _MAX_PIECE_MS // 1000 * 2
         for start in range(0, len(data), step):
             piece = data[start : start + step]
-            self._session.emit(
-                AudioOut(self.id, chunk.index, piece, self._rate, self._emitted_ms)
-            )
+            self._session.emit(AudioOut(self.id, chunk.index, piece, self._rate, self._emitted_ms))
             self._emitted_ms += self._ms(len(piece))
             chunk.emitted_bytes += len(piece)
 

@@ -1,7 +1,7 @@
 """How callers are admitted: configured API keys, the Authorization header, browser origins.
 
-The stores themselves live in :mod:`voxgate.gateway.keys` (API keys) and
-:mod:`voxgate.gateway.client_tokens` (single-use browser tokens); this module holds what sits
+The stores themselves live in :mod:`voxgate.gateway.access.keys` (API keys) and
+:mod:`voxgate.gateway.access.client_tokens` (single-use browser tokens); this module holds what sits
 around them: ``keys_from_specs`` and ``dev_key`` for the in-process setup, ``bearer_token``
 for the header, and ``OriginPolicy`` for the browser's ``Origin``.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from voxgate.errors import AuthError, ConfigError, InvalidInput
-from voxgate.gateway.keys import DEFAULT_MAX_SESSIONS, KeyRecord, KeyStore, generate_key
+from voxgate.gateway.access.keys import DEFAULT_MAX_SESSIONS, KeyRecord, KeyStore, generate_key
 from voxgate.sessions.ledger import Ledger
 
 DEV_KEY_PREFIX = "vg_dev_"

@@ -24,7 +24,7 @@ unknown, or forgotten), ``token_used`` (also for a used token that has since exp
 ``token_expired``, ``revoked_api_key``, ``origin_not_allowed``.
 
 A token is a bearer secret: never log one, log :func:`redact` of it (its token id). It is
-stored by SHA-256 digest, for the reasons given for API keys in :mod:`voxgate.gateway.keys`.
+stored by SHA-256 digest, for the reasons given for API keys in :mod:`voxgate.gateway.access.keys`.
 In Redis (prefix default ``voxgate:``)::
 
     <prefix>client-token:<digest>   hash: the claims, and used_at once redeemed;
@@ -46,8 +46,8 @@ from typing import Any, Literal, Protocol
 from redis.asyncio import Redis
 
 from voxgate.errors import AuthError, InvalidInput
-from voxgate.gateway.auth import OriginPolicy
-from voxgate.gateway.keys import KeyRecord, KeyStore
+from voxgate.gateway.access.auth import OriginPolicy
+from voxgate.gateway.access.keys import KeyRecord, KeyStore
 from voxgate.sessions.ledger import Clock, check_amount, check_id
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
 from voxgate.store import redis_client

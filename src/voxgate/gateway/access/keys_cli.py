@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from redis.exceptions import RedisError
 
 from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
-from voxgate.gateway.keys import DEFAULT_MAX_SESSIONS, KeyRecord, RedisKeyStore
+from voxgate.gateway.access.keys import DEFAULT_MAX_SESSIONS, KeyRecord, RedisKeyStore
 from voxgate.sessions.ledger_redis import RedisLedger
 
 REDIS_URL_ENV = "VOXGATE_REDIS_URL"
