@@ -151,6 +151,37 @@ SETTINGS: tuple[Setting, ...] = (
         float,
     ),
     Setting(
+        "VOXGATE_NODE_URL",
+        "",
+        "URL other gateway nodes use to reach this one (cluster forwarding); unset = "
+        "`http://` + host (or this machine's address when host is 0.0.0.0) + `:` + port",
+        "node_url",
+    ),
+    Setting(
+        "VOXGATE_NODE_LEASE",
+        "5",
+        "Seconds a node's heartbeat lease lasts in Redis: a node silent this long is taken "
+        "for dead, and a survivor refunds its holds and ends its sessions",
+        "node_lease_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_RESUME_GRACE_S",
+        "30",
+        "Seconds a session outlives a socket that dropped without a close, waiting for "
+        "`session.resume`; 0 = no resume",
+        "resume_grace_s",
+        float,
+    ),
+    Setting(
+        "VOXGATE_RESUME_REPLAY_BYTES",
+        "262144",
+        "Audio bytes a session keeps after the socket took them, to send again on resume "
+        "from the client's `last_seq`",
+        "resume_replay_bytes",
+        int,
+    ),
+    Setting(
         "VOXGATE_TWILIO_AUTH_TOKEN",
         "",
         "Twilio auth token: when set, a Media Stream must carry a valid `X-Twilio-Signature`",
@@ -271,6 +302,10 @@ class Settings:
     max_queued_audio_ms: int = 1000
     hold_ttl_s: float = 120.0
     redis_timeout_s: float = 1.0
+    node_url: str = ""
+    node_lease_s: float = 5.0
+    resume_grace_s: float = 30.0
+    resume_replay_bytes: int = 262_144
     twilio_auth_token: str = ""
     stun_urls: tuple[str, ...] = ()
     turn_url: str = ""
@@ -303,6 +338,12 @@ class Settings:
             raise ConfigError("VOXGATE_HOLD_TTL must be 10-86400 seconds")
         if not 0.05 <= self.redis_timeout_s <= 30:
             raise ConfigError("VOXGATE_REDIS_TIMEOUT must be 0.05-30 seconds")
+        if not 1 <= self.node_lease_s <= 60:
+            raise ConfigError("VOXGATE_NODE_LEASE must be 1-60 seconds")
+        if not 0 <= self.resume_grace_s <= 3600:
+            raise ConfigError("VOXGATE_RESUME_GRACE_S must be 0-3600 seconds")
+        if not 0 <= self.resume_replay_bytes <= 16 * 1024 * 1024:
+            raise ConfigError("VOXGATE_RESUME_REPLAY_BYTES must be 0-16777216")
         if not 6000 <= self.webrtc_opus_bitrate <= 510_000:
             raise ConfigError("VOXGATE_WEBRTC_OPUS_BITRATE must be 6000-510000")
         if not 0 <= self.webrtc_opus_complexity <= 10:

@@ -32,6 +32,7 @@ from voxgate.gateway.access.client_tokens import (
 )
 from voxgate.gateway.access.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
 from voxgate.gateway.access.principal import Principal
+from voxgate.gateway.cluster.cluster import Cluster
 from voxgate.gateway.metrics import Metrics
 from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
@@ -87,6 +88,7 @@ class Services:
     origins: OriginPolicy
     metrics: Metrics
     settlements: Settlements
+    cluster: Cluster
     engine: BackgroundEngine | None = None
     dev_api_key: str | None = None
     draining: bool = False
@@ -151,6 +153,7 @@ class Services:
             origins=origins,
             metrics=metrics,
             settlements=Settlements(ledger),
+            cluster=Cluster(uuid.uuid4().hex[:12], f"http://{settings.host}:{settings.port}"),
             engine=engine,
             worker=worker,
             _closers=closers,
