@@ -105,7 +105,7 @@ class RealtimeConnection:
             if self.principal is None:
                 self.principal = await self._authenticate_first_message()
             self._adopt_token_scope(self.principal)
-            with self.services.session_slot(self.principal):
+            async with self.services.session_slot(self.principal, self.session_id):
                 await self._send(
                     p.SessionCreated(
                         session_id=self.session_id,

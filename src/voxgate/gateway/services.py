@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,9 +225,9 @@ class Services:
             raise AuthError("the key this token was minted from is gone", code="revoked_api_key")
         return _from_claims(claims, key)
 
-    @contextlib.contextmanager
-    def session_slot(self, principal: Principal) -> Iterator[None]:
-        """Count a live session against its key's limit (per process)."""
+    @contextlib.asynccontextmanager
+    async def session_slot(self, principal: Principal, session_id: str) -> AsyncIterator[None]:
+        """Count a live session against its key's limit while the block runs."""
         held = self._sessions_by_key.get(principal.key_id, 0)
         if held >= principal.max_sessions:
             raise LimitExceeded(
