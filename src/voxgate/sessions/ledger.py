@@ -6,6 +6,8 @@ One chunk's credits (1 character = 1 credit) go through::
                  ├────refund───────────────▶ REFUNDED   everything released
                  └────ttl passes───────────▶ EXPIRED    everything released (a refund)
 
+``release_session`` refunds every hold still HELD in one session at once (a dead node's).
+
 A reservation whose reserve call failed to reach the store is *voided*: refunded if the
 reserve was applied after all, otherwise recorded as refunded so that a late reserve of the
 same op_id holds nothing.
@@ -239,6 +241,18 @@ class Ledger(Protocol):
         retention period, holding nothing), so a late reserve of it replays as refunded
         and holds nothing either. ``state`` is ``REFUNDED`` both ways (or what the
         reservation had already become).
+        """
+        ...
+
+    async def release_session(self, session_id: str, *, account_id: str) -> int:
+        """Refund every unsettled hold of a session at once; the credits released.
+
+        Each hold ends as :meth:`refund` would end it (``REFUNDED``, counted as a refund on
+        the account and the session), so a commit arriving later charges nothing; settled
+        holds are left as they are. A second call releases 0. Used when the node that held
+        the session died: a survivor returns its holds without waiting for their ttl.
+        ``InvalidInput(code="unknown_account")`` if the account does not exist; a session
+        with no holds in it releases 0.
         """
         ...
 

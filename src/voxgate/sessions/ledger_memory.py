@@ -114,6 +114,7 @@ class _Session:
     account_id: str
     last_active_ms: int
     tally: _Tally = field(default_factory=_Tally)
+    holds: set[str] = field(default_factory=set)  # op_ids of its unsettled holds
 
 
 _KIND_OF: dict[ReservationState, SettleKind] = {
@@ -202,7 +203,9 @@ class MemoryLedger:
         account.available -= amount
         account.tally.hold(amount)
         account.sessions.add(session_id)
-        self._active_session(session_id, account_id, now).tally.hold(amount)
+        session = self._active_session(session_id, account_id, now)
+        session.tally.hold(amount)
+        session.holds.add(op_id)
         return hold.reservation(created=True)
 
     async def commit(
@@ -228,6 +231,22 @@ class MemoryLedger:
         self._ops[op_id] = tombstone
         self._settled.append((now, op_id))
         return tombstone.settlement("refund", applied=False)
+
+    async def release_session(self, session_id: str, *, account_id: str) -> int:
+        check_id("session_id", session_id)
+        check_id("account_id", account_id)
+        now = self._now()
+        self._sweep(now)
+        self._account(account_id)
+        session = self._sessions.get(session_id)
+        if session is None or session.account_id != account_id:
+            return 0
+        released = 0
+        for op_id in sorted(session.holds):
+            hold = self._ops[op_id]
+            self._finish(hold, 0, ReservationState.REFUNDED, now)
+            released += hold.released
+        return released
 
     async def session_usage(self, session_id: str, *, account_id: str | None = None) -> Usage:
         check_id("session_id", session_id)
@@ -302,6 +321,7 @@ class MemoryLedger:
         account.tally.settle(hold.amount, charged, kind)
         session = self._active_session(hold.session_id, hold.account_id, now)
         session.tally.settle(hold.amount, charged, kind)
+        session.holds.discard(hold.op_id)
         self._settled.append((now, hold.op_id))
 
     def _sweep(self, now: int) -> int:

@@ -132,6 +132,7 @@ class RedisLedger:
         self._balance = register(lua.BALANCE)
         self._usage = register(lua.USAGE)
         self._sessions = register(lua.SESSIONS)
+        self._release = register(lua.RELEASE)
 
     @classmethod
     def from_url(
@@ -243,6 +244,14 @@ class RedisLedger:
     ) -> Settlement:
         check_void(op_id, account_id, session_id, amount)
         return await self._settle(op_id, "refund", None, account_id, void=(session_id, amount))
+
+    async def release_session(self, session_id: str, *, account_id: str) -> int:
+        check_id("session_id", session_id)
+        check_id("account_id", account_id)
+        reply = await self._call(self._release, account_id, session_id, session=session_id)
+        if reply[0] == "unknown_account":
+            raise unknown_account(account_id)
+        return int(reply[1])
 
     async def session_usage(self, session_id: str, *, account_id: str | None = None) -> Usage:
         check_id("session_id", session_id)

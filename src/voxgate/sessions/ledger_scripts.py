@@ -180,3 +180,27 @@ redis.call('ZREMRANGEBYSCORE', sessions, '-inf', now - retention)
 return {'ok', redis.call('ZRANGE', sessions, 0, -1)}
 """
 )
+
+# ARGV[4] session_id; KEYS[4] the session. Refunds every unsettled hold of the session, as
+# refund of each would; returns the credits released ({'unknown_account'} if none).
+RELEASE = (
+    PRELUDE
+    + """
+if redis.call('EXISTS', acct) == 0 then return {'unknown_account'} end
+sweep()
+local open = tonumber(redis.call('HGET', KEYS[4], 'holds_open') or 0)
+local released = 0
+for _, op in ipairs(open > 0 and redis.call('ZRANGE', holds, 0, -1) or {}) do
+  local opk = base .. 'op:' .. op
+  local h = redis.call('HMGET', opk, 'session', 'amount', 'state')
+  if h[1] == ARGV[4] and h[3] == 'held' then
+    redis.call('ZREM', holds, op)
+    settle(opk, h[1], tonumber(h[2]), 0, 'refunded', 'refunds')
+    released = released + tonumber(h[2])
+    open = open - 1
+    if open == 0 then break end
+  end
+end
+return {'ok', released}
+"""
+)
