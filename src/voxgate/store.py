@@ -1,13 +1,29 @@
 """The Redis connection every store uses, and what an outage of Redis means to a caller.
 
-The ledger, the key store, the client tokens and the session registry each open a pool with
-:func:`redis_client`. Its commands time out after ``timeout_s`` (a store that is down or
-paused answers a handshake or a chunk's reserve within that time, instead of hanging it),
-and a command that finds its pooled connection closed by a Redis restart reconnects once at
-once. Whatever still fails to reach Redis (refused, reset, timed out, no free connection)
-comes out as :class:`StoreUnavailable`: code ``store_unavailable``, retryable, answered by
-the gateway as HTTP 503 with ``Retry-After`` or as an ``error`` event. Errors Redis itself
-answers (a bad script, a wrong type) are bugs and stay ``RedisError``.
+The ledger, the key store, the client tokens and the session registry each open a client
+with :func:`redis_client`, on whichever topology ``VOXGATE_REDIS_URL`` names::
+
+    redis://[user:password@]host:6379/0             one server (rediss:// for TLS, unix://)
+    redis+sentinel://[user:password@]s1:26379,s2:26379/<service>/0
+                                                    the master Sentinel names for <service>
+    redis+cluster://[user:password@]n1:7000,n2:7001 a Redis Cluster, from any of its nodes
+
+(``rediss+sentinel://`` and ``rediss+cluster://`` speak TLS; a Sentinel URL may add
+``?sentinel_password=…`` when the sentinels have a password of their own.) The same URL
+serves ``voxgate serve`` and ``voxgate keys``.
+
+Its commands time out after ``timeout_s`` (a store that is down or paused answers a
+handshake or a chunk's reserve within that time, instead of hanging it), and a command that
+finds its pooled connection closed by a Redis restart reconnects once at once. Behind
+Sentinel that reconnection asks the sentinels for the master first, so a failover is one
+failed command at most; a write that reaches a master demoted to replica is such a failure
+too. On a cluster, MOVED and ASK redirections are followed by redis-py, and a cluster that
+is down or has a slot without a master is an outage like a server that is down.
+
+Whatever still fails to reach Redis (refused, reset, timed out, no free connection, cluster
+down) comes out as :class:`StoreUnavailable`: code ``store_unavailable``, retryable,
+answered by the gateway as HTTP 503 with ``Retry-After`` or as an ``error`` event. Errors
+Redis itself answers (a bad script, a wrong type) are bugs and stay ``RedisError``.
 
 A timed-out command may still run once Redis comes back: every write the gateway makes is a
 script that is idempotent by its operation id, so the caller's retry or void is safe.
@@ -15,12 +31,18 @@ script that is idempotent by its operation id, so the caller's retry or void is 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -28,8 +50,14 @@ from voxgate.errors import StoreUnavailable
 
 DEFAULT_TIMEOUT_S = 1.0
 RETRY_AFTER_S = 1
+SENTINEL_PORT = 26379
+REDIS_PORT = 6379
 
-_OUTAGE = (RedisConnectionError, RedisTimeoutError)
+# RedisClusterException: no node of the cluster could be reached to learn its slots, or a
+# slot has no node (SlotNotCoveredError); ClusterDownError: CLUSTERDOWN, MASTERDOWN.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, RedisClusterException)
+
+Topology = Literal["server", "sentinel", "cluster"]
 
 
 def unavailable(error: Exception) -> StoreUnavailable:
@@ -48,7 +76,8 @@ class StorePipeline(Pipeline):
 
 
 class StoreClient(Redis):
-    """A Redis client whose outage errors are ``StoreUnavailable``."""
+    """A Redis client (one server, or Sentinel's master) whose outage errors are
+    ``StoreUnavailable``."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:
@@ -60,30 +89,259 @@ class StoreClient(Redis):
         return StorePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
+class StoreClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except _OUTAGE as error:
+            raise unavailable(error) from error
+
+
+class StoreClusterClient(RedisCluster):
+    """A Redis Cluster client whose outage errors are ``StoreUnavailable``.
+
+    A command goes to the master of its first key's slot (EVALSHA too: every script of the
+    stores declares keys of one slot). ``in_flight`` bounds the commands waiting at once,
+    as a blocking pool bounds them on one server.
+    """
+
+    def __init__(self, *args: Any, in_flight: int | None = None, wait_s: float = 0, **kw: Any):
+        super().__init__(*args, **kw)
+        self._in_flight = None if in_flight is None else asyncio.Semaphore(in_flight)
+        self._wait_s = wait_s
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._in_flight is None:
+            return await self._execute(*args, **options)
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._in_flight.acquire()
+        except TimeoutError as error:  # no command finished within wait_s
+            raise unavailable(error) from error
+        try:
+            return await self._execute(*args, **options)
+        finally:
+            self._in_flight.release()
+
+    async def _execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)
+        except _OUTAGE as error:
+            raise unavailable(error) from error
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        """Non-transactional pipelines may span slots (redis-py splits them by node); a
+        transactional one must keep to one slot."""
+        if shard_hint:
+            raise RedisClusterException("shard_hint is not supported in cluster mode")
+        # redis-py's own pipeline() makes one just so; its typing marks an attribute abstract
+        return StoreClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+StoreRedis: TypeAlias = Redis | RedisCluster
+"""What every store is given: one server or Sentinel's master (a ``Redis``), or a cluster;
+:func:`redis_client` makes either."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreAddress:
+    """Where the store is, as a ``VOXGATE_REDIS_URL`` says (see the module docstring)."""
+
+    topology: Topology
+    url: str  # as given; for "server", what redis-py parses
+    nodes: tuple[tuple[str, int], ...] = ()  # sentinels, or cluster nodes to start from
+    service: str = ""  # Sentinel's name of the master
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+    def where(self) -> str:
+        """Hosts and ports only: a Redis URL may carry a password."""
+        if self.topology == "server":
+            parts = urlsplit(self.url)
+            if not parts.hostname:
+                return parts.scheme + ":…"
+            return f"{parts.hostname}:{parts.port or REDIS_PORT}"
+        hosts = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        return f"{self.topology} {hosts}" + (f" ({self.service})" if self.service else "")
+
+
+_SCHEMES: dict[str, tuple[Topology, bool]] = {
+    "redis": ("server", False),
+    "rediss": ("server", True),
+    "unix": ("server", False),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+
+
+def parse_store_url(url: str) -> StoreAddress:
+    """The topology and addresses of a store URL; ``ValueError`` naming what is wrong."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in _SCHEMES or not rest:
+        forms = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(f"a Redis URL starts with one of {forms}")
+    topology, tls = _SCHEMES[scheme.lower()]
+    if topology == "server":
+        return StoreAddress(topology="server", url=url, tls=tls)
+    # urlsplit cannot take "h1:1,h2:2" as a netloc port; split by hand.
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+    default_port = SENTINEL_PORT if topology == "sentinel" else REDIS_PORT
+    nodes = tuple(_host_port(h, default_port) for h in hosts.split(",") if h)
+    if not nodes:
+        raise ValueError(f"a {scheme}:// URL names at least one host:port")
+    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    segments = [unquote(s) for s in path.split("/") if s]
+    if topology == "cluster":
+        _refuse_options(options, set(), scheme)
+        if segments not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has database 0 only: redis+cluster://h1:p1,h2:p2")
+        return StoreAddress(
+            topology="cluster", url=url, nodes=nodes, username=username, password=password, tls=tls
+        )
+    _refuse_options(options, {"sentinel_username", "sentinel_password"}, scheme)
+    if not 1 <= len(segments) <= 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError("a Sentinel URL ends with /<service name>[/<db>]")
+    return StoreAddress(
+        topology="sentinel",
+        url=url,
+        nodes=nodes,
+        service=segments[0],
+        db=int(segments[1]) if len(segments) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+        tls=tls,
+    )
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    return (unquote(user) or None), (unquote(password) if colon else None)
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not colon:
+        host, port = text, str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not a host:port")
+    return host, int(port)
+
+
+def _refuse_options(options: dict[str, str], allowed: set[str], scheme: str) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"{scheme}:// URLs take no option {', '.join(unknown)}")
+
+
 def redis_client(
     url: str,
     *,
     max_connections: int,
     blocking: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> StoreClient:
+) -> StoreRedis:
     """A client of its own pool, decoding responses, with the timeouts described above.
 
     ``blocking``: a burst waits (up to ``timeout_s``) for a free connection instead of
-    opening more than ``max_connections``.
+    opening more than ``max_connections`` (on a cluster: ``max_connections`` a node, and as
+    many commands in flight at once).
     """
+    address = parse_store_url(url)
     options: dict[str, Any] = {
-        "max_connections": max_connections,
         "decode_responses": True,
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        # Only a connection error is retried, and only once: a timeout means Redis is
-        # paused or overloaded, and waiting longer is what the caller must not do.
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }
+    # Only a connection error is retried, and only once: a timeout means Redis is paused or
+    # overloaded, and waiting longer is what the caller must not do.
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    if address.topology == "cluster":
+        return _cluster_client(address, options, retry, max_connections, blocking, timeout_s)
+    options["max_connections"] = max_connections
+    options["retry"] = retry
+    if address.topology == "sentinel":
+        return _sentinel_client(address, options, blocking, timeout_s)
     pool: ConnectionPool = (
         BlockingConnectionPool.from_url(url, timeout=timeout_s, **options)
         if blocking
         else ConnectionPool.from_url(url, **options)
     )
     return StoreClient(connection_pool=pool)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's master, with connections waited for as ``BlockingConnectionPool`` does."""
+
+
+def _sentinel_client(
+    address: StoreAddress, options: dict[str, Any], blocking: bool, timeout_s: float
+) -> StoreClient:
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "decode_responses": True,
+    }
+    if address.sentinel_password is not None:
+        sentinel_options["password"] = address.sentinel_password
+        sentinel_options["username"] = address.sentinel_username
+    if address.tls:
+        sentinel_options["ssl"] = True
+        options["ssl"] = True
+    sentinel = Sentinel(list(address.nodes), sentinel_kwargs=sentinel_options)
+    pool_class = _BlockingSentinelPool if blocking else SentinelConnectionPool
+    if blocking:
+        options["timeout"] = timeout_s
+    client = sentinel.master_for(
+        address.service,
+        redis_class=StoreClient,
+        connection_pool_class=pool_class,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        **options,
+    )
+    assert isinstance(client, StoreClient)
+    return client
+
+
+def _cluster_client(
+    address: StoreAddress,
+    options: dict[str, Any],
+    retry: Retry,
+    max_connections: int,
+    blocking: bool,
+    timeout_s: float,
+) -> StoreClusterClient:
+    return StoreClusterClient(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        max_connections=max_connections,
+        # One more attempt after a refresh of the slots: a failover or a moved slot.
+        retry=retry,
+        in_flight=max_connections if blocking else None,
+        wait_s=timeout_s,
+        **options,
+    )
+
+
+def decodes_responses(client: StoreRedis) -> bool:
+    """Whether the client answers ``str`` (every store needs it)."""
+    return bool(client.get_encoder().decode_responses)

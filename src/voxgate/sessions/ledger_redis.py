@@ -38,9 +38,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -70,25 +69,28 @@ from voxgate.sessions.ledger import (
     unknown_session,
 )
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
-from voxgate.store import redis_client
+from voxgate.store import StoreRedis, decodes_responses, redis_client
 
 log = logging.getLogger(__name__)
 
 INDEX_BATCH_DELAY_S = 0.01
+MAX_DECLARE_ROUNDS = 8  # a sweep takes two (its holds' keys, then their sessions' keys)
+
+_Owner = TypeVar("_Owner")
 
 
-class _RecentOwners:
-    """The accounts of the ids this process used lately, so commits need no index lookup."""
+class _RecentOwners(Generic[_Owner]):
+    """Whose the ids this process used lately are, so commits need no index lookup."""
 
     def __init__(self, size: int) -> None:
-        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owners: OrderedDict[str, _Owner] = OrderedDict()
         self._size = size
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> _Owner | None:
         return self._owners.get(key)
 
-    def put(self, key: str, account_id: str) -> None:
-        self._owners[key] = account_id
+    def put(self, key: str, owner: _Owner) -> None:
+        self._owners[key] = owner
         self._owners.move_to_end(key)
         if len(self._owners) > self._size:
             self._owners.popitem(last=False)
@@ -99,7 +101,7 @@ class RedisLedger:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreRedis,
         *,
         prefix: str = "voxgate:",
         retention_s: float = DEFAULT_RETENTION_S,
@@ -107,7 +109,7 @@ class RedisLedger:
         max_in_flight: int = 64,
         owns_client: bool = False,
     ) -> None:
-        if not redis.connection_pool.connection_kwargs.get("decode_responses"):
+        if not decodes_responses(redis):
             raise InvalidInput("RedisLedger needs a client made with decode_responses=True")
         if "{" in prefix or "}" in prefix:
             raise InvalidInput(f"key prefix {prefix!r} must not contain hash-tag braces")
@@ -120,8 +122,8 @@ class RedisLedger:
         self._clock = clock
         self._owns_client = owns_client
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._op_owners = _RecentOwners(65_536)
-        self._session_owners = _RecentOwners(16_384)
+        self._op_owners: _RecentOwners[tuple[str, str]] = _RecentOwners(65_536)  # account, session
+        self._session_owners: _RecentOwners[str] = _RecentOwners(16_384)
         self._unindexed: dict[str, str] = {}  # session_id -> account, for the next index batch
         self._indexer: asyncio.Task[None] | None = None
         register = redis.register_script  # once: later calls send EVALSHA
@@ -172,7 +174,7 @@ class RedisLedger:
         check_id("account_id", account_id)
         check_id("op_id", op_id)
         check_amount("amount", amount, 1)
-        reply = await self._call(self._credit, account_id, op_id, amount)
+        reply = await self._call(self._credit, account_id, op_id, amount, declare=("credits",))
         if reply[0] == "unknown_account":
             raise unknown_account(account_id)
         if reply[0] == "op_conflict":
@@ -197,7 +199,7 @@ class RedisLedger:
     ) -> Reservation:
         check_reserve(account_id, session_id, amount, op_id, ttl_s, self._retention_s)
         for kind, known, owner in (
-            ("op_id", op_id, self._op_owners.get(op_id)),
+            ("op_id", op_id, (self._op_owners.get(op_id) or (None,))[0]),
             ("session", session_id, self._session_owners.get(session_id)),
         ):
             if owner is not None and owner != account_id:
@@ -205,7 +207,8 @@ class RedisLedger:
                 raise InvalidInput(message, code=f"{kind}_conflict")
         ttl_ms = max(1, to_ms(ttl_s))
         args = (op_id, session_id, amount, ttl_ms)
-        reply = await self._call(self._reserve, account_id, *args, op=op_id, session=session_id)
+        declare = (f"op:{op_id}", f"sess:{session_id}")
+        reply = await self._call(self._reserve, account_id, *args, declare=declare)
         status = reply[0]
         if status == "unknown_account":
             raise unknown_account(account_id)
@@ -213,7 +216,7 @@ class RedisLedger:
             raise op_id_conflict(op_id, f"for {reply[2]} credits of session {reply[1]!r}")
         if status == "quota":
             raise quota_exceeded(account_id, amount, int(reply[1]), int(reply[2]))
-        self._op_owners.put(op_id, account_id)
+        self._op_owners.put(op_id, (account_id, session_id))
         if self._session_owners.get(session_id) is None:
             self._session_owners.put(session_id, account_id)
             self._index_later(session_id, account_id)
@@ -248,7 +251,8 @@ class RedisLedger:
     async def release_session(self, session_id: str, *, account_id: str) -> int:
         check_id("session_id", session_id)
         check_id("account_id", account_id)
-        reply = await self._call(self._release, account_id, session_id, session=session_id)
+        declare = (f"sess:{session_id}",)
+        reply = await self._call(self._release, account_id, session_id, declare=declare)
         if reply[0] == "unknown_account":
             raise unknown_account(account_id)
         return int(reply[1])
@@ -264,7 +268,8 @@ class RedisLedger:
         )
         if account_id is None:
             raise unknown_session(session_id)
-        reply = await self._call(self._usage, account_id, session_id, session=session_id)
+        declare = (f"sess:{session_id}",)
+        reply = await self._call(self._usage, account_id, session_id, declare=declare)
         if reply[0] != "ok":
             raise unknown_session(session_id)
         counts = {
@@ -308,26 +313,26 @@ class RedisLedger:
     def _now_arg(self) -> int | str:
         return "" if self._clock is None else to_ms(self._clock())
 
-    def _keys(self, account_id: str, op: str | None, session: str | None) -> tuple[str, list[str]]:
-        base = f"{self._prefix}ledger:{{{account_id}}}:"
-        keys = [base + "acct", base + "holds", base + "sessions"]
-        keys += [base + "op:" + op] if op is not None else []
-        keys += [base + "sess:" + session] if session is not None else []
-        return base, keys
-
     async def _call(
         self,
         script: AsyncScript,
         account_id: str,
         *args: str | int,
-        op: str | None = None,
-        session: str | None = None,
+        declare: tuple[str, ...] = (),
         now_arg: int | str | None = None,
     ) -> Any:
-        base, keys = self._keys(account_id, op, session)
+        """Run a script on the account's keys: its three own ones, the ``declare``d ones
+        (``op:<id>``, ``sess:<id>``, ``credits``) and those it answers as undeclared."""
+        base = f"{self._prefix}ledger:{{{account_id}}}:"
+        keys = [base + name for name in ("acct", "holds", "sessions", *declare)]
         now = self._now_arg() if now_arg is None else now_arg
-        async with self._in_flight:
-            return await script(keys=keys, args=[base, now, self._retention_ms, *args])
+        for _ in range(MAX_DECLARE_ROUNDS):
+            async with self._in_flight:
+                reply = await script(keys=keys, args=[base, now, self._retention_ms, *args])
+            if not (isinstance(reply, list) and reply and reply[0] == "undeclared"):
+                return reply
+            keys += reply[1:]
+        raise RedisError(f"a ledger script still named undeclared keys after {len(keys)} keys")
 
     async def _lookup(self, key: str) -> str | None:
         async with self._in_flight:
@@ -375,14 +380,18 @@ class RedisLedger:
     ) -> Settlement:
         if account_id is not None:
             check_id("account_id", account_id)
-        account_id = account_id or self._op_owners.get(op_id)
+        known = self._op_owners.get(op_id)
+        account_id = account_id or (known[0] if known else None)
         if account_id is None:
             reply: Any = ["unknown", 0, 0, 0]
         else:
             charge = "" if amount is None else amount
             tombstone = () if void is None else void
+            # Naming the hold's session spares a round trip (the script would ask for it).
+            sessions = (known[1],) if known and known[0] == account_id else tombstone[:1]
+            declare = (f"op:{op_id}", *(f"sess:{s}" for s in sessions))
             reply = await self._call(
-                self._settle_script, account_id, op_id, action, charge, *tombstone, op=op_id
+                self._settle_script, account_id, op_id, action, charge, *tombstone, declare=declare
             )
         if reply[0] == "invalid_amount":
             raise invalid_commit(op_id, amount or 0, int(reply[1]))

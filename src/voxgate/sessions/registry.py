@@ -23,12 +23,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from voxgate.errors import InvalidInput
 from voxgate.sessions.ledger import Clock, Usage, check_id
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
-from voxgate.store import redis_client
+from voxgate.store import StoreRedis, decodes_responses, redis_client
 
 DEFAULT_SESSION_TTL_S = 30.0
 MAX_SESSION_TTL_S = 86_400.0
@@ -240,8 +238,8 @@ return account
 class RedisSessionRegistry:
     """A ``SessionRegistry`` in Redis; the server's clock decides expiry (key TTLs)."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "voxgate:", owns_client: bool = False):
-        if not redis.connection_pool.connection_kwargs.get("decode_responses"):
+    def __init__(self, redis: StoreRedis, *, prefix: str = "voxgate:", owns_client: bool = False):
+        if not decodes_responses(redis):
             raise InvalidInput("RedisSessionRegistry needs a client with decode_responses=True")
         if "{" in prefix or "}" in prefix:
             raise InvalidInput(f"key prefix {prefix!r} must not contain hash-tag braces")

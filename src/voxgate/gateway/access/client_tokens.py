@@ -43,14 +43,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from redis.asyncio import Redis
-
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.access.auth import OriginPolicy
 from voxgate.gateway.access.keys import KeyRecord, KeyStore
 from voxgate.sessions.ledger import Clock, check_amount, check_id
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
-from voxgate.store import redis_client
+from voxgate.store import StoreRedis, decodes_responses, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +165,13 @@ class RedisTokenStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreRedis,
         *,
         prefix: str = "voxgate:",
         retention_s: float = DEFAULT_RETENTION_S,
         owns_client: bool = False,
     ) -> None:
-        if not redis.connection_pool.connection_kwargs.get("decode_responses"):
+        if not decodes_responses(redis):
             raise InvalidInput("RedisTokenStore needs a client made with decode_responses=True")
         self._redis = redis
         self._prefix = prefix

@@ -47,12 +47,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.sessions.ledger import Clock, Ledger, check_amount, check_id
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
-from voxgate.store import redis_client
+from voxgate.store import StoreRedis, decodes_responses, redis_client
 
 KEY_PREFIX = "vg_live_"
 KEY_ID_PREFIX = "vk_"
@@ -303,7 +301,7 @@ class RedisKeyStore(_KeyStoreBase):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreRedis,
         ledger: Ledger,
         *,
         prefix: str = "voxgate:",
@@ -311,7 +309,7 @@ class RedisKeyStore(_KeyStoreBase):
         owns_client: bool = False,
     ) -> None:
         super().__init__(ledger, clock=clock)
-        if not redis.connection_pool.connection_kwargs.get("decode_responses"):
+        if not decodes_responses(redis):
             raise InvalidInput("RedisKeyStore needs a client made with decode_responses=True")
         self._redis = redis
         self._prefix = prefix
