@@ -251,6 +251,7 @@ class LocalCluster:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
             "VOXGATE_HOST": "127.0.0.1",
             "VOXGATE_REDIS_URL": self.redis_url,
             "VOXGATE_NODE_LEASE": str(self.lease_s),

@@ -5,9 +5,10 @@ processes with a 2 s node lease, each on its own loopback port, and haproxy in f
 (round robin, WebSocket tunnels, health checks on ``/healthz``; see
 ``bench/local_cluster.py``, which starts them). Tests talk to the balancer only, as a
 client would; a node's own port is used to read its ``/metrics``, which is how a test
-knows where the balancer sent a socket. Each test gets keys of its own, so the accounts
-of one test never mix with another's. The node and balancer logs of a test are printed at
-its teardown, so pytest shows them with a failure.
+knows which node holds a socket's session; the ``X-Voxgate-Node`` header haproxy adds to
+every answer says which node the balancer sent a request to (``EntryNodes``). Each test
+gets keys of its own, so the accounts of one test never mix with another's. The node and
+balancer logs of a test are printed at its teardown, so pytest shows them with a failure.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from voxgate.sessions.ledger import Balance, audit
 from voxgate.sessions.ledger_redis import RedisLedger
 
 NODE_LEASE_S = 2.0
-_ACTIVE = re.compile(r"^voxgate_sessions_active (\S+)$", re.M)
+NODE_HEADER = "X-Voxgate-Node"
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,32 @@ class Socket:
     created: dict[str, object] = field(default_factory=dict)
 
 
+class EntryNodes:
+    """The node the balancer sent each request to, WebSocket handshakes included: a client
+    session given ``trace`` records the ``X-Voxgate-Node`` of every answer it gets."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []  # (path, node), in the order answered
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_end.append(self._answered)
+
+    async def _answered(
+        self, _: aiohttp.ClientSession, __: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        self.seen.append((params.url.path, params.response.headers.get(NODE_HEADER, "")))
+
+    @property
+    def last(self) -> str:
+        return self.seen[-1][1]
+
+
 class ClusterUnderTest:
     """The balancer's address, the nodes behind it, and what a test asks of them."""
 
     def __init__(self, local: LocalCluster) -> None:
         self.local = local
         self.redis_url = local.redis_url
+        self.entries = EntryNodes()
 
     @property
     def url(self) -> str:
@@ -89,31 +110,38 @@ class ClusterUnderTest:
             await ledger.aclose()
         return Key(plain, record.account_id)
 
-    async def active_sessions(self, http: aiohttp.ClientSession) -> dict[str, int]:
-        """Each live node's ``voxgate_sessions_active``, read from its own port."""
-        counts = {}
+    async def metric(self, http: aiohttp.ClientSession, name: str) -> dict[str, float]:
+        """A metric without labels, from each live node's own ``/metrics``."""
+        line = re.compile(rf"^{re.escape(name)} (\S+)$", re.M)
+        values = {}
         for node in self.local.nodes:
             if not node.alive:
                 continue
             async with http.get(f"{node.url}/metrics") as answer:
-                found = _ACTIVE.search(await answer.text())
-            counts[node.name] = int(float(found.group(1))) if found else 0
-        return counts
+                found = line.search(await answer.text())
+            values[node.name] = float(found.group(1)) if found else 0.0
+        return values
+
+    async def active_sessions(self, http: aiohttp.ClientSession) -> dict[str, int]:
+        """Each live node's ``voxgate_sessions_active``."""
+        active = await self.metric(http, "voxgate_sessions_active")
+        return {name: int(value) for name, value in active.items()}
 
     async def open_socket(self, http: aiohttp.ClientSession, key: Key) -> Socket:
-        """A socket through the balancer, its ``session.created``, and the node holding it.
+        """A socket through the balancer, its ``session.created``, and the node holding it:
+        the one the balancer sent it to, whose live sessions went up by one.
 
-        Sockets must be opened one after another for the node to be known: it is the one
-        whose live sessions went up by one.
+        Sockets must be opened one after another for the node to be known.
         """
         before = await self.active_sessions(http)
         ws = await http.ws_connect(self.ws_url, headers=key.headers)
+        entered = self.entries.last
         received = await receive_until(ws, "session.created", Received())
         created = received.of("session.created")[0]
         after = await self.active_sessions(http)
         grown = [name for name in after if after[name] == before.get(name, 0) + 1]
-        assert len(grown) == 1, f"cannot tell the node of the socket: {before} -> {after}"
-        return Socket(ws, received, created["session_id"], grown[0], created)
+        assert grown == [entered], f"socket sent to {entered}; sessions {before} -> {after}"
+        return Socket(ws, received, created["session_id"], entered, created)
 
     async def wait_idle(self, http: aiohttp.ClientSession, timeout_s: float = 15.0) -> None:
         """Until no live node holds a session (the sockets of a test are all gone)."""
@@ -186,8 +214,9 @@ async def cluster(running_cluster: LocalCluster) -> AsyncIterator[ClusterUnderTe
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+async def http(cluster: ClusterUnderTest) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client whose answers tell ``cluster.entries`` which node took each request."""
+    async with aiohttp.ClientSession(trace_configs=[cluster.entries.trace]) as session:
         yield session
 
 
