@@ -64,6 +64,19 @@ class Metrics:
             "voxgate_errors_total", "Errors sent to clients, by code", ["code"], registry=r
         )
         self.interrupts = Counter("voxgate_interrupts_total", "Barge-ins", registry=r)
+        self.sessions_detached = Counter(
+            "voxgate_sessions_detached_total",
+            "Sessions whose socket dropped without a close frame, kept for a resume",
+            registry=r,
+        )
+        self.resumes = Counter(
+            "voxgate_session_resumes_total", "Sessions resumed on a new socket", registry=r
+        )
+        self.resume_expiries = Counter(
+            "voxgate_session_resume_expiries_total",
+            "Detached sessions not resumed within VOXGATE_RESUME_GRACE_S, ended",
+            registry=r,
+        )
         self.webrtc_peers = Gauge("voxgate_webrtc_peers", "WebRTC (WHEP) peers live", registry=r)
         self.webrtc_packets = Gauge(
             "voxgate_webrtc_packets_sent", "RTP packets sent by the live peers", registry=r

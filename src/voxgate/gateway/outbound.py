@@ -4,6 +4,10 @@ The pump turns Session events into wire messages (encoding audio per context); t
 writes them to the socket, as fast as they come or paced to real time. Both sides of an
 interrupt meet here: the pump purges every queued frame of the interrupted context
 before it queues the ``interrupted`` message, and wakes a sender waiting on a purged frame.
+
+What the socket took goes into a replay ring (when the session is resumable): if the
+socket drops, the client's ``last_seq`` picks what goes back at the head of the queue for
+the next socket (``resend``), and paced timelines start again from there (``rebase``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from voxgate.codecs.encoded_audio import WRAP, PacketClock
 from voxgate.codecs.encoders import EncodedAudio, Encoder, OutputFormat, make_encoder
 from voxgate.gateway import protocol as p
+from voxgate.gateway.replay import ReplayRing
 
 # In real-time pacing, audio may go out this far ahead of its play time, so network
 # jitter does not starve the client's buffer.
@@ -32,6 +37,8 @@ class Outgoing:
     media_s: float | None = None  # play time of audio on its context's timeline
     audio_ms: float = 0.0
     final: bool = False  # the context's last message: its stream can go once this is sent
+    seq: int | None = None  # an audio frame's, in the session's count (unwrapped)
+    resent: bool = False  # sent before, on a socket that dropped: its stream knows it
 
 
 class ContextStream:
@@ -43,8 +50,7 @@ class ContextStream:
         self.media_s = 0.0
         self.started_at: float | None = None  # monotonic time its first audio was sent
         self.sent_ms = 0.0  # end of its audio the socket has taken, on its timeline
-        self.seq_base = 0  # where this turn's numbering starts: after the previous turn's
-        self.timestamp_base = 0
+        self.timestamp_base = 0  # where this turn's clock starts: after the previous turn's
         # Paced PCM goes out in 20 ms frames, numbered here, so pacing is smooth.
         self._framer = PcmFramer(fmt.sample_rate) if frames else None
 
@@ -80,10 +86,16 @@ class PcmFramer:
 
 
 class Outbound:
-    def __init__(self, fmt: OutputFormat, *, binary: bool, realtime: bool) -> None:
+    def __init__(
+        self, fmt: OutputFormat, *, binary: bool, realtime: bool, replay_bytes: int | None = None
+    ) -> None:
         self.format = fmt
         self.binary = binary
         self.realtime = realtime
+        # What the socket took, to send again after a resume; None: the session cannot resume.
+        self.ring: ReplayRing[Outgoing] | None = (
+            ReplayRing(replay_bytes) if replay_bytes is not None else None
+        )
         self._queue: deque[Outgoing] = deque()
         self._writing: Outgoing | None = None  # taken by the sender, not yet written
         self._written = asyncio.Event()
@@ -171,7 +183,9 @@ class Outbound:
         if item is self._writing:
             self._writing = None
             self._written.set()
-        if item.context_id is None:
+        if self.ring is not None:
+            self.ring.append(item)
+        if item.context_id is None or item.resent:
             return
         if item.final:
             self._streams.pop(item.context_id, None)
@@ -181,6 +195,55 @@ class Outbound:
                 if stream.started_at is None:
                     stream.started_at = time.monotonic() - item.media_s
                 stream.sent_ms = item.media_s * 1000 + item.audio_ms
+
+    def unsent(self, item: Outgoing) -> None:
+        """The sender took ``item`` but the socket was gone: it goes first to the next one."""
+        if item is self._writing:
+            self._writing = None
+        self._queue.appendleft(item)
+        self._written.set()
+        self._changed.set()
+
+    def resend(self, last_seq: int | None) -> int:
+        """Put back at the head of the queue what was sent after frame ``last_seq``.
+
+        Raises ``resume_gap`` if the ring no longer holds all of it (nothing changes then).
+        How many messages go again.
+        """
+        assert self.ring is not None
+        items = self.ring.take_after(last_seq)
+        for item in items:
+            item.resent = True
+            item.final = False  # its stream went when it was first sent
+        self._queue.extendleft(reversed(items))
+        self._changed.set()
+        return len(items)
+
+    def next_seq(self) -> int:
+        """The seq the next audio frame sent will carry (wrapped, as on the wire)."""
+        queued = next((o.seq for o in self._queue if o.seq is not None), self._next_seq)
+        return queued % WRAP
+
+    def rebase(self) -> None:
+        """Paced timelines start again now, each from its first audio still to send.
+
+        After a socket dropped, the client's player is empty: each context goes on as if
+        it started at that audio, its first ``PACING_LEAD_S`` at once, then in real time.
+        """
+        now = time.monotonic()
+        for stream in self._streams.values():
+            if stream.started_at is None:
+                continue
+            first = next(
+                (
+                    o.media_s
+                    for o in self._queue
+                    if o.context_id == stream.context_id and o.media_s is not None
+                ),
+                stream.media_s,
+            )
+            stream.started_at = now - first
+        self._changed.set()
 
     def sent_ms(self, context_id: str) -> float | None:
         """How far into a context's audio the socket has taken it; None if not known."""
@@ -196,15 +259,17 @@ class Outbound:
             stream = self._streams[context_id] = ContextStream(
                 context_id, self.format, frames=frames
             )
-            stream.seq_base, stream.timestamp_base = self._next_seq, self._next_timestamp
+            stream.timestamp_base = self._next_timestamp
         return stream
 
     def _push_audio(self, stream: ContextStream, chunk_index: int, packet: EncodedAudio) -> None:
         encoding = self.format.encoding
-        # One continuous numbering per socket, whatever the turn: what an RTP bridge needs.
-        seq = (stream.seq_base + packet.seq) % WRAP
+        # One continuous numbering per session, whatever the turn: what an RTP bridge needs;
+        # frames of contexts playing at once take turns in it, so a seq names one frame.
+        seq_count = self._next_seq
+        self._next_seq += 1
+        seq = seq_count % WRAP
         timestamp = (stream.timestamp_base + packet.timestamp) % WRAP
-        self._next_seq = stream.seq_base + packet.seq + 1
         self._next_timestamp = stream.timestamp_base + packet.timestamp + packet.ticks
         if self.binary:
             payload: str | bytes = p.pack_audio_frame(
@@ -223,7 +288,9 @@ class Outbound:
                     audio=base64.b64encode(packet.data).decode(),
                 )
             )
-        self._push(Outgoing(payload, stream.context_id, stream.media_s, packet.duration_ms))
+        self._push(
+            Outgoing(payload, stream.context_id, stream.media_s, packet.duration_ms, seq=seq_count)
+        )
         stream.media_s += packet.duration_ms / 1000
 
     def _push(self, item: Outgoing) -> None:

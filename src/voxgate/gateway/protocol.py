@@ -20,6 +20,7 @@ PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 10_000  # one text.append; the segmenter caps chunk size separately
 MAX_REF_AUDIO_B64 = 1_000_000  # larger reference audio: clone it over REST, use its voice_id
 MAX_SEQ = 2**53 - 1  # the largest integer every JSON client (JavaScript's Number) holds exactly
+MAX_FRAME_SEQ = 2**32 - 1  # an audio frame's seq is a u32
 
 ContextId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 EventId = Annotated[str, msgspec.Meta(max_length=64)]
@@ -91,6 +92,15 @@ class Interrupt(_Message, tag="interrupt"):
     played_ms: Milliseconds | None = None  # how far the listener got; default: all delivered
 
 
+class SessionResume(_Message, tag="session.resume"):
+    """Continue a session whose socket dropped; the first message of the new socket."""
+
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    resume_token: Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
+    # The seq of the last audio frame the client received; None: it received none.
+    last_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_FRAME_SEQ)] | None = None
+
+
 class UsageGet(_Message, tag="usage.get"):
     pass
 
@@ -100,11 +110,20 @@ class Ping(_Message, tag="ping"):
 
 
 ClientMessage = (
-    SessionUpdate | Auth | TextAppend | TextFlush | ContextClose | Interrupt | UsageGet | Ping
+    SessionUpdate
+    | Auth
+    | SessionResume
+    | TextAppend
+    | TextFlush
+    | ContextClose
+    | Interrupt
+    | UsageGet
+    | Ping
 )
 CLIENT_MESSAGES: tuple[type[_Message], ...] = (
     SessionUpdate,
     Auth,
+    SessionResume,
     TextAppend,
     TextFlush,
     ContextClose,
@@ -150,6 +169,17 @@ class SessionCreated(_Message, tag="session.created"):
     session_id: str
     protocol_version: int
     limits: Limits
+    config: dict[str, Any]
+    resume_token: str | None  # the secret for session.resume; None: this session cannot resume
+
+
+class SessionResumed(_Message, tag="session.resumed"):
+    """The answer to session.resume: the session goes on here, from ``next_seq``."""
+
+    session_id: str
+    last_seq: int | None  # as the client sent it
+    next_seq: int  # the seq of the next audio frame this socket receives
+    replayed: int  # messages (audio and events) that follow and had been sent before
     config: dict[str, Any]
 
 

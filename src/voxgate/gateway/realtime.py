@@ -3,6 +3,10 @@
 Three tasks per socket: the reader validates client messages and drives the Session; the
 pump takes Session events and turns them into wire messages; the sender writes them,
 paced if the client asked for real time. See docs/protocol.md for the protocol itself.
+
+A socket that drops without a close frame leaves its session detached for the resume
+grace: a new socket that sends ``session.resume`` takes it over (see ``resume``), and
+the connection that accepted the new socket only carries it until the session lets it go.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from voxgate.errors import (
     AuthError,
@@ -28,6 +32,7 @@ from voxgate.gateway import wire
 from voxgate.gateway.access.principal import Principal
 from voxgate.gateway.access.ratelimit import TokenBucket
 from voxgate.gateway.outbound import Outbound
+from voxgate.gateway.resume import Resumption
 from voxgate.gateway.session_config import SessionConfig
 from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.webrtc.track import SessionAudioTrack
@@ -62,6 +67,19 @@ class _Fatal(Exception):
         self.error = error
 
 
+class _Handover(Exception):
+    """``session.resume`` was accepted: this socket goes to a session claimed for it on
+    this node (``target``), or to the node that owns the session (``owner_url``)."""
+
+    def __init__(
+        self, *, target: RealtimeConnection | None = None, owner_url: str = "", raw: str = ""
+    ) -> None:
+        super().__init__("session.resume")
+        self.target = target
+        self.owner_url = owner_url
+        self.raw = raw
+
+
 class RealtimeConnection:
     def __init__(
         self,
@@ -93,9 +111,16 @@ class RealtimeConnection:
         self._first_text_at: dict[str, float] = {}
         self._audio_started: set[str] = set()  # contexts whose time to first audio is known
         self._tasks: list[asyncio.Task[None]] = []
+        self._sender_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self.closing = False
+        # Only a WebSocket's session resumes (a data channel's ends with its peer).
+        grace_s = self.settings.resume_grace_s if transport is not None else 0.0
+        self.resume = Resumption(grace_s)
+        self._carrying = False  # this socket now serves a resumed session, not its own
+        self._replayed = 0  # what the last claim puts back to send again
+        self._resumed_from: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -112,16 +137,32 @@ class RealtimeConnection:
                         protocol_version=p.PROTOCOL_VERSION,
                         limits=self._limits(),
                         config=self.config.public(),
+                        resume_token=self.resume.token,
                     )
                 )
-                await self._read_loop()
+                await self._serve()
+        except _Handover as handover:
+            # The fresh session this socket was given is let go (its slot is, by now).
+            self._forget_session_id()
+            await self._carry(handover)
         except _Fatal as fatal:
             await self._fail(fatal.close_code, fatal.error)
         except (LimitExceeded, AuthError) as exc:
             await self._fail(WSCloseCode.POLICY_VIOLATION, exc)
         finally:
-            self.services.live_sessions.pop(self.session_id, None)
+            self._forget_session_id()
             await self._shutdown()
+            self.resume.release()
+
+    def _forget_session_id(self) -> None:
+        if self.services.live_sessions.get(self.session_id) is self:
+            del self.services.live_sessions[self.session_id]
+
+    async def _serve(self) -> None:
+        """Read the client's messages, on one socket after another while it resumes."""
+        while await self._read_loop():
+            if not await self._await_resume():
+                return
 
     def _adopt_token_scope(self, principal: Principal) -> None:
         """A client token may fix the voice and the session id: start with them."""
@@ -134,6 +175,135 @@ class RealtimeConnection:
             self.session_id = principal.session_id
             self.services.live_sessions[self.session_id] = self
 
+    # -- resume -----------------------------------------------------------------------
+
+    async def _await_resume(self) -> bool:
+        """The socket dropped: keep the session for the grace; True once a socket took it."""
+        if self.resume.token is None or self.closing or self.services.draining:
+            return False
+        self._detach()
+        log.info(
+            "session %s: socket dropped; kept %g s for a resume",
+            self.session_id,
+            self.resume.grace_s,
+        )
+        outcome = await self.resume.wait()
+        if outcome == "expired":
+            self.services.metrics.resume_expiries.inc()
+            log.info("session %s: not resumed within the grace; ended", self.session_id)
+        return outcome == "resumed"
+
+    def _detach(self) -> None:
+        """Nothing goes out until a socket comes back; what is queued waits for it."""
+        self.resume.detach()  # a socket carried here from another connection is let go
+        self.services.metrics.sessions_detached.inc()
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            self._sender_task = None
+
+    async def _resume(self, message: p.SessionResume, raw: str) -> None:
+        """A new socket names a session to continue: claim it, or find the node that has it."""
+        if self.session is not None:
+            raise ProtocolViolation(
+                "session.resume must come before any text on this socket",
+                code="session_already_started",
+            )
+        if self.transport is None:
+            raise ProtocolViolation("a session resumes on a WebSocket", code="invalid_message")
+        target = self.services.live_sessions.get(message.session_id)
+        if target is None or target is self or target.principal is None:
+            cluster = self.services.cluster
+            owner_url = await cluster.owner_url(message.session_id)
+            if owner_url is not None:
+                raise _Handover(owner_url=owner_url, raw=raw)
+            if await cluster.is_lost(message.session_id):
+                raise VoxgateError(
+                    "the node that held that session stopped; its turns ended there",
+                    code="session_lost",
+                )
+            raise ProtocolViolation(
+                f"no session {message.session_id!r} to resume", code="session_not_found"
+            )
+        target.claim(self._principal(), message.resume_token, message.last_seq)
+        raise _Handover(target=target)
+
+    def claim(self, principal: Principal, token: str, last_seq: int | None) -> None:
+        """Reserve this detached session for a resumer, or raise why it cannot have it.
+
+        What was sent after frame ``last_seq`` goes back at the head of the queue. Checked
+        and done without a pause, so of two resumers exactly one wins.
+        """
+        self.resume.check(token, principal.account_id, self._principal().account_id)
+        if self.outbound is not None:
+            try:
+                self._replayed = self.outbound.resend(last_seq)
+            except VoxgateError as exc:
+                if exc.code == "resume_gap":  # it can never continue exactly: end it now
+                    self.resume.end()
+                raise
+        elif last_seq is not None:
+            raise ProtocolViolation(
+                f"no audio frame with seq {last_seq} was sent", code="invalid_input"
+            )
+        else:
+            self._replayed = 0
+        self._resumed_from = last_seq
+        self.resume.claimed = True
+
+    async def adopt(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None
+    ) -> asyncio.Future[None] | None:
+        """Go on with the claimed session on ``ws``; None if it ended meanwhile.
+
+        ``session.resumed`` goes first, then what waited while detached, then the queue
+        (what is sent again, then the rest). The future is done when the session lets
+        ``ws`` go (it dropped too, or the session ended).
+        """
+        if not (self.resume.detached and self.resume.claimed):
+            return None
+        self.ws, self.transport = ws, transport
+        self.last_activity = time.monotonic()
+        released = self.resume.attach()
+        out = self.outbound
+        resumed = p.SessionResumed(
+            session_id=self.session_id,
+            last_seq=self._resumed_from,
+            next_seq=out.next_seq() if out is not None else 0,
+            replayed=self._replayed,
+            config=self.config.public(),
+        )
+        with contextlib.suppress(ConnectionError, RuntimeError):  # a drop is seen by the reader
+            await ws.send_str(p.encode_server_message(resumed))
+            for held in self.resume.take_held():
+                await ws.send_str(held)
+        self.resume.attached.set()
+        if out is not None:
+            out.rebase()
+            self._start_sender()
+        if self.webrtc is not None:
+            self._tasks.append(asyncio.create_task(self._report_playout(self.webrtc)))
+        self.services.metrics.resumes.inc()
+        log.info("session %s: resumed after seq %s", self.session_id, self._resumed_from)
+        return released
+
+    async def _carry(self, handover: _Handover) -> None:
+        """This socket now serves the resumed session, until that session lets it go."""
+        self._carrying = True
+        if handover.target is None:
+            await self.services.cluster.proxy_resume(
+                self.ws, handover.owner_url, handover.raw, self._principal()
+            )
+            return
+        released = await handover.target.adopt(self.ws, self.transport)
+        if released is None:
+            self._carrying = False
+            gone = VoxgateError(
+                "the session ended before it could resume", code="session_not_found"
+            )
+            await self._fail(CLOSE_TRY_AGAIN, gone)
+            return
+        await released
+
     # -- WebRTC -----------------------------------------------------------------------
 
     def attach_webrtc(self, track: SessionAudioTrack) -> None:
@@ -145,7 +315,8 @@ class RealtimeConnection:
         playout = track.options.playout
         capacity = playout.max_buffer_ms * playout.sample_rate // 1000 * 2
         bytes_per_ms = playout.sample_rate * 2 / 1000
-        while self.webrtc is track and not self.ws.closed:
+        ws = self.ws  # reports go to this socket; a resumed session starts them again
+        while self.webrtc is track and self.ws is ws and not ws.closed:
             stats = track.stats
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self._send(
@@ -251,6 +422,11 @@ class RealtimeConnection:
 
     async def drain(self, deadline: float) -> None:
         """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""
+        if self._carrying:
+            return  # the session this socket serves drains it
+        if self.resume.detached:
+            self.resume.end()  # no socket to finish its turns on
+            return
         while self.session is not None and self._live() and time.monotonic() < deadline:  # noqa: ASYNC110 - several conditions, polled
             await asyncio.sleep(0.05)
         await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
@@ -301,7 +477,8 @@ class RealtimeConnection:
             raise _Fatal(CLOSE_TRY_AGAIN, exc) from None
         return principal
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self) -> bool:
+        """Until the socket ends; True if it dropped (no close frame, not closed by us)."""
         while not self.ws.closed:
             timeout = self.settings.idle_timeout_s
             try:
@@ -311,10 +488,14 @@ class RealtimeConnection:
                 if self.session is not None and self._busy():
                     continue  # audio is still flowing: the socket is not idle
                 await self._close(WSCloseCode.OK, "idle timeout")
-                return
+                return False
             self.last_activity = time.monotonic()
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
+                return False  # the client's close frame, or ours
+            if msg.type is WSMsgType.CLOSED or (
+                msg.type is WSMsgType.ERROR and not isinstance(msg.data, WebSocketError)
+            ):
+                return not self.closing  # end of stream, reset, no pong: the socket dropped
             if msg.type is WSMsgType.ERROR:
                 raise _Fatal(
                     WSCloseCode.MESSAGE_TOO_BIG,
@@ -332,6 +513,7 @@ class RealtimeConnection:
                 )
                 continue
             await self._handle(msg.data)
+        return not self.closing
 
     async def _handle(self, data: str) -> None:
         event_id = context_id = None
@@ -339,12 +521,16 @@ class RealtimeConnection:
             message = p.decode_client_message(data)
             event_id = message.event_id
             context_id = getattr(message, "context_id", None)
+            if isinstance(message, p.SessionResume):
+                await self._resume(message, data)
             await self._dispatch(message)
         except VoxgateError as exc:
             await self._error(exc, event_id=event_id, context_id=context_id)
 
     async def _dispatch(self, message: p.ClientMessage) -> None:
         match message:
+            case p.SessionResume():
+                pass  # handled above, with the message as it came
             case p.SessionUpdate():
                 await self._update(message)
             case p.TextAppend():
@@ -487,22 +673,30 @@ class RealtimeConnection:
             self.services.metrics.store_unavailable.labels("socket").inc()
             raise
         self.outbound = Outbound(
-            self.config.output_format(), binary=self.config.binary, realtime=self.config.realtime
+            self.config.output_format(),
+            binary=self.config.binary,
+            realtime=self.config.realtime,
+            replay_bytes=self.settings.resume_replay_bytes if self.resume.token else None,
         )
         self.session = session
         self.services.metrics.sessions_total.inc()
-        self._tasks += [
-            asyncio.create_task(self._pump(), name=f"pump-{self.session_id}"),
-            asyncio.create_task(self._sender(), name=f"send-{self.session_id}"),
-        ]
+        self._tasks.append(asyncio.create_task(self._pump(), name=f"pump-{self.session_id}"))
+        self._start_sender()
         return self.session
+
+    def _start_sender(self) -> None:
+        self._sender_task = asyncio.create_task(self._sender(), name=f"send-{self.session_id}")
+        self._tasks.append(self._sender_task)
 
     async def _pump(self) -> None:
         assert self.session is not None
         assert self.outbound is not None
         out, metrics = self.outbound, self.services.metrics
+        attached = self.resume.attached
         try:
             while True:
+                if not attached.is_set():  # detached: every sink waits for the socket
+                    await attached.wait()
                 await out.room()
                 if self.webrtc is not None:
                     await self._track_room(self.webrtc)
@@ -566,12 +760,23 @@ class RealtimeConnection:
 
     async def _sender(self) -> None:
         assert self.outbound is not None
-        out = self.outbound
+        out, ws = self.outbound, self.ws
         while True:
             item = await out.next()
+            if ws.closed:  # the socket dropped: the next one takes this first
+                out.unsent(item)
+                return
             if item.media_s is not None:
                 self._first_audio(item.context_id)
-            taken = await self._write_watched(item.payload)
+            try:
+                taken = await self._write_watched(item.payload)
+            except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
+                # The socket dropped under the write: part of it may have gone. It counts
+                # as taken, and the ring has it for a resume (the client's last_seq decides).
+                out.sent(item)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
             out.sent(item)  # in the socket's buffer either way: a client that reads gets it
             if not taken:
                 self._drop_slow_reader()
@@ -664,7 +869,9 @@ class RealtimeConnection:
             await self.ws.send_str(payload)
 
     async def _send(self, message: p._Message) -> None:
-        if not self.ws.closed:
+        if not self.resume.attached.is_set():  # detached: it goes to the next socket
+            self.resume.hold(p.encode_server_message(message))
+        elif not self.ws.closed:
             await self.ws.send_str(p.encode_server_message(message))
 
     async def _error(
@@ -694,6 +901,7 @@ class RealtimeConnection:
 
     async def _close(self, code: int, reason: str) -> None:
         self.closing = True
+        self.resume.end()  # a detached session has no socket to close: it ends here
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
                 async with asyncio.timeout(2):
