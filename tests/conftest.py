@@ -13,6 +13,7 @@ of one test, which it may fail over.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -97,6 +98,22 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free too, and below 65536."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20_000, 40_000)
+        with socket.socket() as node, socket.socket() as bus:
+            try:
+                node.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _until(check: Callable[[], bool], what: str, timeout_s: float = TOPOLOGY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -142,7 +159,10 @@ class RedisProcess:
 
     def answers(self) -> bool:
         if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"redis-server on port {self.port} exited")
+            error = (
+                self.process.stderr.read().decode() if self.process and self.process.stderr else ""
+            )
+            raise RuntimeError(f"redis-server on port {self.port} exited: {error}")
         with redis.Redis(port=self.port, socket_timeout=1.0) as client:
             return bool(client.ping())
 
@@ -175,7 +195,7 @@ class RedisClusterServers:
         self.nodes = [
             RedisProcess(directory / str(port), port, *options, "--cluster-config-file",
                          f"nodes-{port}.conf")
-            for port in free_ports(masters)
+            for port in cluster_ports(masters)
         ]  # fmt: skip
         self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
@@ -320,3 +340,15 @@ def sentinel_servers(tmp_path: Path) -> Iterator[SentinelServers]:
         yield servers
     finally:
         servers.stop()
+
+
+def store_url_for(request: pytest.FixtureRequest, topology: str) -> str:
+    """A Redis URL, emptied for the test: the run's cluster for "cluster", else its server."""
+    name = "redis_cluster_url" if topology == "cluster" else "redis_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_redis_url(request: pytest.FixtureRequest) -> str:
+    """One redis-server, then the Redis Cluster: a Redis store's tests run on both."""
+    return store_url_for(request, str(request.param))

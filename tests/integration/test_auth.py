@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-import redis.asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import store_url_for
 from voxgate.errors import AuthError, ConfigError, InvalidInput
 from voxgate.gateway.access.auth import (
     OriginPolicy,
@@ -35,6 +35,7 @@ from voxgate.gateway.access.keys import KeyStore, MemoryKeyStore, RedisKeyStore,
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
+from voxgate.store import StoreRedis, redis_client
 
 T0 = 1_700_000_000.0
 
@@ -47,45 +48,51 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def ledger(kind: str, redis_url: str) -> AsyncIterator[Ledger]:
+def store_url(kind: str, request: pytest.FixtureRequest) -> str:
+    """The Redis of the store under test: one server (also for "memory"), or the cluster."""
+    return store_url_for(request, kind)
+
+
+@pytest.fixture
+async def ledger(kind: str, store_url: str) -> AsyncIterator[Ledger]:
     if kind == "memory":
         yield MemoryLedger()
         return
-    ledger = RedisLedger.from_url(redis_url)
+    ledger = RedisLedger.from_url(store_url)
     yield ledger
     await ledger.aclose()
 
 
 @pytest.fixture
-async def keys(kind: str, redis_url: str, ledger: Ledger) -> AsyncIterator[KeyStore]:
+async def keys(kind: str, store_url: str, ledger: Ledger) -> AsyncIterator[KeyStore]:
     if kind == "memory":
         yield MemoryKeyStore(ledger)
         return
-    store = RedisKeyStore.from_url(redis_url, ledger)
+    store = RedisKeyStore.from_url(store_url, ledger)
     yield store
     await store.aclose()
 
 
 @pytest.fixture
-async def token_store(kind: str, redis_url: str) -> AsyncIterator[TokenStore]:
-    async with open_token_store(kind, redis_url) as store:
+async def token_store(kind: str, store_url: str) -> AsyncIterator[TokenStore]:
+    async with open_token_store(kind, store_url) as store:
         yield store
 
 
 @asynccontextmanager
 async def open_token_store(
-    kind: str, redis_url: str, retention_s: float = 600.0
+    kind: str, store_url: str, retention_s: float = 600.0
 ) -> AsyncIterator[TokenStore]:
     if kind == "memory":
         yield MemoryTokenStore(retention_s=retention_s)
         return
-    store = RedisTokenStore.from_url(redis_url, retention_s=retention_s)
+    store = RedisTokenStore.from_url(store_url, retention_s=retention_s)
     try:
         yield store
     finally:
@@ -99,7 +106,7 @@ def tokens(token_store: TokenStore, keys: KeyStore) -> ClientTokens:
 
 async def redis_dump(url: str) -> str:
     """Every key name and every value in the database, as one string."""
-    client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+    client = redis_client(url, max_connections=4)
     parts: list[object] = []
     try:
         async for name in client.scan_iter():
@@ -236,9 +243,12 @@ async def test_adding_a_known_key_changes_nothing(keys: KeyStore, ledger: Ledger
     assert await keys.add("operator-chosen-key-1", name="ops", credits=100) == revoked
 
 
-async def test_workers_share_keys_and_revocations(redis_url: str) -> None:
-    ledger = RedisLedger.from_url(redis_url)
-    one, two = RedisKeyStore.from_url(redis_url, ledger), RedisKeyStore.from_url(redis_url, ledger)
+async def test_workers_share_keys_and_revocations(shared_redis_url: str) -> None:
+    ledger = RedisLedger.from_url(shared_redis_url)
+    one, two = (
+        RedisKeyStore.from_url(shared_redis_url, ledger),
+        RedisKeyStore.from_url(shared_redis_url, ledger),
+    )
     try:
         plain, record = await one.create("acme", "app", credits=5)
         assert await two.authenticate(plain) == record
@@ -251,17 +261,17 @@ async def test_workers_share_keys_and_revocations(redis_url: str) -> None:
         await ledger.aclose()
 
 
-async def test_redis_holds_digests_never_secrets(redis_url: str) -> None:
-    ledger = RedisLedger.from_url(redis_url)
-    keys = RedisKeyStore.from_url(redis_url, ledger)
-    store = RedisTokenStore.from_url(redis_url)
+async def test_redis_holds_digests_never_secrets(shared_redis_url: str) -> None:
+    ledger = RedisLedger.from_url(shared_redis_url)
+    keys = RedisKeyStore.from_url(shared_redis_url, ledger)
+    store = RedisTokenStore.from_url(shared_redis_url)
     try:
         plain, record = await keys.create("acme", "app", credits=100)
         [given_key] = await keys_from_specs(["given-secret-key-0042:10"], keys)
         token, _ = await ClientTokens(store).mint(record, max_credits=10)
         used, _ = await ClientTokens(store).mint(record, max_credits=10)
         await ClientTokens(store).redeem(used)
-        dump = await redis_dump(redis_url)
+        dump = await redis_dump(shared_redis_url)
     finally:
         await store.aclose()
         await keys.aclose()
@@ -291,13 +301,13 @@ async def test_keys_from_specs(keys: KeyStore, ledger: Ledger) -> None:
     assert (await ledger.balance(beta.account_id)).available == 500
 
 
-async def test_keys_from_specs_at_every_start_fund_once(kind: str, redis_url: str) -> None:
-    ledger: Ledger = MemoryLedger() if kind == "memory" else RedisLedger.from_url(redis_url)
+async def test_keys_from_specs_at_every_start_fund_once(kind: str, store_url: str) -> None:
+    ledger: Ledger = MemoryLedger() if kind == "memory" else RedisLedger.from_url(store_url)
     for _ in range(3):  # three restarts, each with a fresh store on the same ledger
         if kind == "memory":
             [record] = await keys_from_specs(["restart-key-123:250"], MemoryKeyStore(ledger))
             continue
-        store = RedisKeyStore.from_url(redis_url, ledger)
+        store = RedisKeyStore.from_url(store_url, ledger)
         [record] = await keys_from_specs(["restart-key-123:250"], store)
         await store.aclose()
     assert (await ledger.balance(record.account_id)).available == 250
@@ -414,10 +424,10 @@ async def test_a_token_expires(keys: KeyStore, tokens: ClientTokens) -> None:
     assert await auth_code(tokens.redeem(fresh)) == "token_used"
 
 
-async def test_expiry_is_exact_on_the_clock(kind: str, redis_url: str, keys: KeyStore) -> None:
+async def test_expiry_is_exact_on_the_clock(kind: str, store_url: str, keys: KeyStore) -> None:
     clock = FakeClock()
     _, key = await keys.create("acme", "app")
-    async with open_token_store(kind, redis_url) as store:
+    async with open_token_store(kind, store_url) as store:
         tokens = ClientTokens(store, clock=clock)
         before, claims = await tokens.mint(key, max_credits=10)
         at, _ = await tokens.mint(key, max_credits=10)
@@ -428,29 +438,28 @@ async def test_expiry_is_exact_on_the_clock(kind: str, redis_url: str, keys: Key
         assert await auth_code(tokens.redeem(at)) == "token_expired"
 
 
-async def token_ttls_ms(redis_url: str) -> list[int]:
-    """The remaining TTL of every client-token record in Redis."""
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        return [await client.pttl(name) for name in await client.keys("*client-token:*")]
-    finally:
-        await client.aclose()
+async def token_ttls_ms(client: StoreRedis) -> list[int]:
+    """The remaining TTL of every client-token record in Redis (every master of a cluster)."""
+    return [await client.pttl(n) async for n in client.scan_iter(match="*client-token:*")]
 
 
 async def test_a_token_is_forgotten_after_the_retention(
-    kind: str, redis_url: str, keys: KeyStore
+    kind: str, store_url: str, keys: KeyStore
 ) -> None:
     _, key = await keys.create("acme", "app")
-    async with open_token_store(kind, redis_url, retention_s=0.1) as store:
+    client = redis_client(store_url, max_connections=4)
+    await client.ping()  # connected (a cluster client learns its slots) before the clock starts
+    async with open_token_store(kind, store_url, retention_s=0.1) as store:
         tokens = ClientTokens(store, min_ttl_s=0.05)
         token, _ = await tokens.mint(key, max_credits=10, ttl_s=0.1)
-        if kind == "redis":  # kept for ttl + retention, then dropped by Redis itself
-            assert await token_ttls_ms(redis_url) == [pytest.approx(200, abs=30)]
+        if kind != "memory":  # kept for ttl + retention, then dropped by Redis itself
+            assert await token_ttls_ms(client) == [pytest.approx(200, abs=30)]
         await asyncio.sleep(0.35)
         await tokens.mint(key, max_credits=10, ttl_s=60)  # the memory store sweeps on a call
         assert await auth_code(tokens.redeem(token)) == "invalid_token"
-        if kind == "redis":
-            assert len(await token_ttls_ms(redis_url)) == 1  # only the new token's record
+        if kind != "memory":
+            assert len(await token_ttls_ms(client)) == 1  # only the new token's record
+    await client.aclose()
 
 
 @pytest.mark.parametrize(

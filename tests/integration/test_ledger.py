@@ -1,4 +1,5 @@
-"""The credit ledger contract, run against both stores (in-process and a real redis-server).
+"""The credit ledger contract, run against both stores: in-process, and in Redis (a real
+redis-server, and a real three-master Redis Cluster).
 
 Every test ends with an audit of every account and session: the counters obey their
 invariants, and an account's counters are the sum of its sessions'.
@@ -12,14 +13,15 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
-import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import store_url_for
 from voxgate.errors import InvalidInput, QuotaExceeded
 from voxgate.sessions.ledger import TOTALS_FIELDS, Ledger, ReservationState, audit
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
+from voxgate.store import redis_client
 
 HELD, COMMITTED = ReservationState.HELD, ReservationState.COMMITTED
 REFUNDED, EXPIRED = ReservationState.REFUNDED, ReservationState.EXPIRED
@@ -65,15 +67,20 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def ledger(store: str, redis_url: str, clock: FakeClock) -> AsyncIterator[Ledger]:
+def store_url(store: str, request: pytest.FixtureRequest) -> str:
+    return store_url_for(request, store)
+
+
+@pytest.fixture
+async def ledger(store: str, store_url: str, clock: FakeClock) -> AsyncIterator[Ledger]:
     """A ledger on the fake clock, with account "acme" holding 100 credits."""
-    ledger = make_ledger(store, redis_url, clock=clock)
+    ledger = make_ledger(store, store_url, clock=clock)
     await ledger.create_account("acme", 100)
     yield ledger
     await assert_consistent(ledger)
@@ -337,9 +344,9 @@ async def test_1000_concurrent_reserves_never_overdraw(ledger: Ledger) -> None:
 
 
 async def test_holds_of_a_crashed_process_return_on_the_real_clock(
-    store: str, redis_url: str
+    store: str, store_url: str
 ) -> None:
-    ledger = make_ledger(store, redis_url)  # Redis: the server's TIME decides expiry
+    ledger = make_ledger(store, store_url)  # Redis: the server's TIME decides expiry
     await ledger.create_account("acme", 100)
     await ledger.reserve("acme", "s1", 60, "op1", ttl_s=0.2)
     assert (await ledger.balance("acme")).available == 40
@@ -353,12 +360,14 @@ async def test_holds_of_a_crashed_process_return_on_the_real_clock(
 # ---- Redis specifics: key layout, other workers, a server that forgot its scripts
 
 
-async def test_redis_keys_are_prefixed_and_hash_tagged(redis_url: str, clock: FakeClock) -> None:
-    ledger = RedisLedger.from_url(redis_url, prefix="vg-test:", clock=clock)
+async def test_redis_keys_are_prefixed_and_hash_tagged(
+    shared_redis_url: str, clock: FakeClock
+) -> None:
+    ledger = RedisLedger.from_url(shared_redis_url, prefix="vg-test:", clock=clock)
     await ledger.create_account("acme", 100)
     await ledger.reserve("acme", "s1", 10, "op1")
     await ledger.sync_indexes()
-    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(shared_redis_url, max_connections=4)
     keys = [k async for k in client.scan_iter()]
     assert keys
     assert all(k.startswith("vg-test:ledger:") for k in keys)
@@ -374,14 +383,14 @@ async def test_redis_keys_are_prefixed_and_hash_tagged(redis_url: str, clock: Fa
 
 
 async def test_redis_workers_share_holds_and_survive_script_flush(
-    redis_url: str, clock: FakeClock
+    shared_redis_url: str, clock: FakeClock
 ) -> None:
-    worker_a = RedisLedger.from_url(redis_url, clock=clock)
-    worker_b = RedisLedger.from_url(redis_url, clock=clock)
+    worker_a = RedisLedger.from_url(shared_redis_url, clock=clock)
+    worker_b = RedisLedger.from_url(shared_redis_url, clock=clock)
     await worker_a.create_account("acme", 100)
     await worker_a.reserve("acme", "s1", 10, "op1")
-    client = redis.asyncio.Redis.from_url(redis_url)
-    await client.script_flush()  # as after a server restart
+    client = redis_client(shared_redis_url, max_connections=4)
+    await client.script_flush()  # as after a server restart (on a cluster: every master)
     await client.aclose()
     await worker_a.reserve("acme", "s1", 20, "op2")
     assert (await worker_b.commit("op1")).state is ReservationState.UNKNOWN  # b never saw op1
@@ -395,9 +404,12 @@ async def test_redis_workers_share_holds_and_survive_script_flush(
 
 
 async def test_redis_logs_a_session_reused_across_workers(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    shared_redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker_a, worker_b = RedisLedger.from_url(redis_url), RedisLedger.from_url(redis_url)
+    worker_a, worker_b = (
+        RedisLedger.from_url(shared_redis_url),
+        RedisLedger.from_url(shared_redis_url),
+    )
     await worker_a.create_account("acme", 100)
     await worker_a.create_account("globex", 100)
     await worker_a.reserve("acme", "s1", 10, "op1")
@@ -458,11 +470,11 @@ async def apply(ledger: Ledger, move: tuple[Any, ...], reserves: list[tuple[Any,
 )
 @given(moves=st.lists(step, max_size=30))
 async def test_random_sequences_keep_invariants_in_both_stores(
-    redis_url: str, moves: list[tuple[Any, ...]]
+    shared_redis_url: str, moves: list[tuple[Any, ...]]
 ) -> None:
     clock = FakeClock()
     memory = MemoryLedger(clock=clock)
-    shared = RedisLedger.from_url(redis_url, clock=clock, prefix=f"hyp{next(example_ids)}:")
+    shared = RedisLedger.from_url(shared_redis_url, clock=clock, prefix=f"hyp{next(example_ids)}:")
     for ledger in (memory, shared):
         for account in ACCOUNTS:
             await ledger.create_account(account, 60)

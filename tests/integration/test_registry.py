@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio
 
+from tests.conftest import store_url_for
 from voxgate.errors import InvalidInput
 from voxgate.sessions.ledger import Usage
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -18,16 +18,15 @@ from voxgate.sessions.registry import (
     RedisSessionRegistry,
     SessionRegistry,
 )
+from voxgate.store import redis_client
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def registry(
-    request: pytest.FixtureRequest, redis_url: str
-) -> AsyncIterator[SessionRegistry]:
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def registry(request: pytest.FixtureRequest) -> AsyncIterator[SessionRegistry]:
     if request.param == "memory":
         yield MemorySessionRegistry()
         return
-    registry = RedisSessionRegistry.from_url(redis_url)
+    registry = RedisSessionRegistry.from_url(store_url_for(request, str(request.param)))
     yield registry
     await registry.aclose()
 
@@ -125,15 +124,15 @@ async def test_bad_registrations_are_invalid_input(
         await registry.register(session_id, account_id, owner, ttl_s)
 
 
-async def test_redis_workers_see_each_others_sessions(redis_url: str) -> None:
-    worker_a = RedisSessionRegistry.from_url(redis_url, prefix="vg-test:")
-    worker_b = RedisSessionRegistry.from_url(redis_url, prefix="vg-test:")
+async def test_redis_workers_see_each_others_sessions(shared_redis_url: str) -> None:
+    worker_a = RedisSessionRegistry.from_url(shared_redis_url, prefix="vg-test:")
+    worker_b = RedisSessionRegistry.from_url(shared_redis_url, prefix="vg-test:")
     record = await worker_a.register("s1", "acme", "worker-a")
     await worker_a.register("s2", "acme", "worker-a", ttl_s=0.2)
     assert await worker_b.get("s1") == record
     await asyncio.sleep(0.35)
     assert [r.session_id for r in await worker_b.list_by_account("acme")] == ["s1"]
-    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(shared_redis_url, max_connections=4)
     keys = sorted([k async for k in client.scan_iter()])
     assert keys == ["vg-test:registry:account:{acme}", "vg-test:registry:session:{s1}"]
     assert await client.zrange(keys[0], 0, -1) == ["s1"]  # the expired entry was pruned

@@ -1,6 +1,7 @@
 """``Ledger.release_session``: a dead node's session gives back all its holds at once.
 
-Run against both stores; every test ends with the ledger's audit.
+Run against both stores (Redis: one server and a cluster); every test ends with the ledger's
+audit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.conftest import store_url_for
 from tests.integration.test_ledger import (
     FakeClock,
     assert_consistent,
@@ -31,12 +33,11 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def ledger(
-    request: pytest.FixtureRequest, redis_url: str, clock: FakeClock
-) -> AsyncIterator[Ledger]:
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def ledger(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Ledger]:
     """A ledger on the fake clock, with account "acme" holding 100 credits."""
-    ledger = make_ledger(str(request.param), redis_url, clock=clock)
+    store = str(request.param)
+    ledger = make_ledger(store, store_url_for(request, store), clock=clock)
     await ledger.create_account("acme", 100)
     yield ledger
     await assert_consistent(ledger)
