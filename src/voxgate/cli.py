@@ -139,7 +139,7 @@ async def _serve_gateway(settings: Settings, worker: WorkerInfo | None = None) -
             runner, settings.host, settings.port, reuse_port=worker is not None
         ).start()
         if worker is not None:
-            await web.TCPSite(runner, "127.0.0.1", worker.internal_port).start()
+            await web.TCPSite(runner, settings.host, worker.internal_port).start()
             if worker.index:
                 await _until_signalled()
                 await drain(services)

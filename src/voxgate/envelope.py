@@ -38,6 +38,7 @@ _STATUS_BY_CODE = {
     "rate_limited": 429,
     "draining": 503,
     "store_unavailable": 503,
+    "node_unavailable": 503,
     "unsupported_media_type": 415,
     "forbidden": 403,
 }

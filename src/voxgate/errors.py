@@ -11,6 +11,7 @@ Callers catch by what went wrong, not by where::
     │   └── InvalidInput            a field with a bad value (too long, out of range, bad base64)
     ├── AudioError                  audio that cannot be decoded or encoded
     ├── StoreUnavailable            Redis (credits, keys, tokens) cannot be reached; retryable
+    │   └── NodeUnavailable         the node that owns a session cannot be reached; retryable
     └── UpstreamError               the TTS upstream failed; .status, .code, .retryable
         ├── UpstreamTimeout         no first byte, or no end, within the deadline
         ├── UpstreamConnectionError the connection could not be made or broke
@@ -81,6 +82,16 @@ class StoreUnavailable(VoxgateError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class NodeUnavailable(StoreUnavailable):
+    """Another gateway node owns the session, and it did not answer a forwarded request.
+
+    Either it is dying (its lease lapses within ``VOXGATE_NODE_LEASE``, and then the session
+    is lost) or the network between the nodes failed; the same request may succeed shortly.
+    """
+
+    code = "node_unavailable"
 
 
 class UpstreamError(VoxgateError):

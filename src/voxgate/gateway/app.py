@@ -11,8 +11,9 @@ import orjson
 from aiohttp import web
 
 from voxgate.envelope import Handler, envelope_errors, error_response, ok
-from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
+from voxgate.errors import AuthError, InvalidInput, StoreUnavailable, VoxgateError
 from voxgate.gateway.access.auth import bearer_token
+from voxgate.gateway.cluster.forward import TICKET_HEADER
 from voxgate.gateway.demo import DemoPage
 from voxgate.gateway.openapi import openapi_document
 from voxgate.gateway.realtime import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX, RealtimeConnection
@@ -93,7 +94,12 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         None,
     )
     principal = None
-    if request.headers.get("Authorization"):
+    carried, vouched = await services.cluster.redeem_ticket(request.headers)
+    if carried:
+        principal = vouched  # a peer node checked the credentials and carries the socket
+    elif TICKET_HEADER in request.headers:
+        raise AuthError("this forwarding ticket is unknown or spent", code="unauthorized")
+    elif request.headers.get("Authorization"):
         principal = await services.authenticate_bearer(request.headers["Authorization"])
     elif token:
         principal = await services.redeem_token(token, origin)

@@ -18,10 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from voxgate.config import Settings
-from voxgate.errors import AuthError, LimitExceeded, StoreUnavailable
+from voxgate.errors import AuthError, StoreUnavailable
 from voxgate.gateway.access.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
 from voxgate.gateway.access.client_tokens import (
     ClientTokenClaims,
@@ -32,7 +30,10 @@ from voxgate.gateway.access.client_tokens import (
 )
 from voxgate.gateway.access.keys import KeyRecord, KeyStore, MemoryKeyStore, RedisKeyStore
 from voxgate.gateway.access.principal import Principal
-from voxgate.gateway.cluster.cluster import Cluster
+from voxgate.gateway.access.session_slots import RedisSessionSlots
+from voxgate.gateway.cluster.cluster import SESSION_TTL_S, Cluster, new_node_id, node_url
+from voxgate.gateway.cluster.reaper import reap_node
+from voxgate.gateway.cluster.state import RedisClusterState
 from voxgate.gateway.metrics import Metrics
 from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
@@ -40,6 +41,7 @@ from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.sessions.registry import MemorySessionRegistry, RedisSessionRegistry, SessionRegistry
 from voxgate.sessions.settlements import Settlements
+from voxgate.store import redis_client
 from voxgate.upstream import SpeechRequest, Upstream
 from voxgate.upstream.engine.background import BackgroundEngine
 from voxgate.upstream.pcm import PcmChunk
@@ -95,8 +97,6 @@ class Services:
     connections: set[Any] = field(default_factory=set)
     live_sessions: dict[str, Any] = field(default_factory=dict)  # session id -> connection
     worker: WorkerInfo | None = None
-    _forwarder: aiohttp.ClientSession | None = None
-    _sessions_by_key: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
     _key_setup: asyncio.Task[None] | None = None
 
@@ -118,13 +118,27 @@ class Services:
         registry: SessionRegistry
         token_store: TokenStore
         keys: KeyStore
+        node_id = new_node_id()
+        cluster = Cluster(
+            node_id,
+            worker.node_url(settings)
+            if worker
+            else node_url(settings.host, settings.port, settings.node_url),
+            lease_s=settings.node_lease_s,
+        )
         if settings.redis_url:
             url, timeout_s = settings.redis_url, settings.redis_timeout_s
             redis_ledger = RedisLedger.from_url(url, timeout_s=timeout_s)
             redis_registry = RedisSessionRegistry.from_url(url, timeout_s=timeout_s)
             redis_tokens = RedisTokenStore.from_url(url, timeout_s=timeout_s)
             redis_keys = RedisKeyStore.from_url(url, ledger=redis_ledger, timeout_s=timeout_s)
+            cluster_client = redis_client(
+                url, max_connections=16, blocking=True, timeout_s=timeout_s
+            )
+            cluster.state = RedisClusterState(cluster_client)
+            cluster.slots = RedisSessionSlots(cluster_client, ttl_s=SESSION_TTL_S)
             closers += [
+                cluster_client.aclose,
                 redis_keys.aclose,
                 redis_tokens.aclose,
                 redis_registry.aclose,
@@ -153,12 +167,21 @@ class Services:
             origins=origins,
             metrics=metrics,
             settlements=Settlements(ledger),
-            cluster=Cluster(uuid.uuid4().hex[:12], f"http://{settings.host}:{settings.port}"),
+            cluster=cluster,
             engine=engine,
             worker=worker,
             _closers=closers,
         )
         metrics.settlement_sampler = services.settlements.stats
+        if cluster.state is not None:
+            state, slots = cluster.state, cluster.slots
+
+            async def reap(dead: str) -> None:
+                await reap_node(dead, state, slots, ledger)
+
+            cluster.reap = reap
+        await cluster.start()
+        closers.insert(0, cluster.aclose)
         try:
             await services._configure_keys()
         except StoreUnavailable as exc:
@@ -187,16 +210,7 @@ class Services:
             self.dev_api_key, _ = await dev_key(self.keys, max_sessions=limit)
 
     def new_session_id(self) -> str:
-        session_id = uuid.uuid4().hex
-        return self.worker.tag(session_id) if self.worker else session_id
-
-    @property
-    def forwarder(self) -> aiohttp.ClientSession:
-        """The client that forwards WHEP requests to the worker owning their session."""
-        if self._forwarder is None:
-            self._forwarder = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-            self._closers.insert(0, self._forwarder.close)
-        return self._forwarder
+        return uuid.uuid4().hex
 
     async def aclose(self) -> None:
         if self._key_setup is not None:
@@ -227,23 +241,13 @@ class Services:
 
     @contextlib.asynccontextmanager
     async def session_slot(self, principal: Principal, session_id: str) -> AsyncIterator[None]:
-        """Count a live session against its key's limit while the block runs."""
-        held = self._sessions_by_key.get(principal.key_id, 0)
-        if held >= principal.max_sessions:
-            raise LimitExceeded(
-                f"this key already has {held} live sessions, its limit", code="too_many_sessions"
-            )
-        self._sessions_by_key[principal.key_id] = held + 1
-        self.metrics.sessions_active.inc()
-        try:
-            yield
-        finally:
-            self.metrics.sessions_active.dec()
-            left = self._sessions_by_key[principal.key_id] - 1
-            if left:
-                self._sessions_by_key[principal.key_id] = left
-            else:
-                del self._sessions_by_key[principal.key_id]
+        """A live session: counted against its key's limit (cluster-wide) and owned here."""
+        async with self.cluster.session(principal, session_id):
+            self.metrics.sessions_active.inc()
+            try:
+                yield
+            finally:
+                self.metrics.sessions_active.dec()
 
     async def ready(self) -> dict[str, str]:
         """What /readyz reports: each dependency, "ok" or why not."""

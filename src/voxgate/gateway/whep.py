@@ -37,7 +37,6 @@ from voxgate.gateway.metrics import WebrtcSample
 from voxgate.gateway.webrtc.clock import MediaClock
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
 from voxgate.gateway.webrtc.track import SessionAudioTrack, TrackOptions
-from voxgate.gateway.workers import forward
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,9 @@ class WhepEndpoint:
 
     async def attach(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded = await self._forward(request, session_id)
+        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
+            request, session_id
+        )
         if forwarded is not None:
             return forwarded
         # Redeeming a client token spends it, so a token is redeemed only once the session
@@ -132,7 +133,10 @@ class WhepEndpoint:
         return self._created(resource)
 
     async def delete(self, request: web.Request) -> web.Response:
-        forwarded = await self._forward(request, request.match_info["resource_id"])
+        resource_id = request.match_info["resource_id"]
+        forwarded: web.Response | None = await self.services.cluster.forward_for_resource(
+            request, resource_id
+        )
         if forwarded is not None:
             return forwarded
         resource = self._resource(request)
@@ -144,7 +148,10 @@ class WhepEndpoint:
         return web.Response(status=200)
 
     async def patch(self, request: web.Request) -> web.Response:
-        forwarded = await self._forward(request, request.match_info["resource_id"])
+        resource_id = request.match_info["resource_id"]
+        forwarded: web.Response | None = await self.services.cluster.forward_for_resource(
+            request, resource_id
+        )
         if forwarded is not None:
             return forwarded
         self._resource(request)
@@ -174,10 +181,8 @@ class WhepEndpoint:
                 dtx=settings.webrtc_dtx,
             )
         )
-        worker = self.services.worker
-        resource_id = secrets.token_urlsafe(12)
         resource = WhepResource(
-            resource_id=worker.tag(resource_id) if worker else resource_id,
+            resource_id=self.services.cluster.resource_id(secrets.token_urlsafe(12)),
             session_id=session_id or "",
             account_id=principal.account_id,
             pc=pc,
@@ -299,14 +304,6 @@ class WhepEndpoint:
         if account_id is not None and principal.account_id != account_id:
             raise AuthError("that resource belongs to another account", code="forbidden")
         return principal
-
-    async def _forward(self, request: web.Request, identifier: str) -> web.Response | None:
-        """The owner's answer, when another worker process owns ``identifier``."""
-        worker = self.services.worker
-        owner = worker.owner_of(identifier) if worker else None
-        if worker is None or owner is None:
-            return None
-        return await forward(request, worker, owner, self.services.forwarder)
 
     def _resource(self, request: web.Request) -> WhepResource:
         resource = self.resources.get(request.match_info["resource_id"])

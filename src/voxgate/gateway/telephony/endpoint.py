@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from voxgate.errors import AuthError, LimitExceeded, ProtocolViolation, VoxgateError
+from voxgate.gateway.cluster.forward import forwarded
 from voxgate.gateway.telephony.dialect import (
     CallerAudio,
     CallStarted,
@@ -63,8 +64,13 @@ class TelephonyEndpoint:
 
     async def twilio(self, request: web.Request) -> web.StreamResponse:
         auth_token = self.services.settings.twilio_auth_token
-        if auth_token and not signature_matches(
-            auth_token, _urls_as_requested(request), request.headers.get("X-Twilio-Signature")
+        carried, _ = await self.services.cluster.redeem_ticket(request.headers)
+        if (
+            auth_token
+            and not carried
+            and not signature_matches(
+                auth_token, _urls_as_requested(request), request.headers.get("X-Twilio-Signature")
+            )
         ):
             raise AuthError("X-Twilio-Signature does not sign this request", code="forbidden")
         return await self._run(request, TwilioDialect())
@@ -73,7 +79,12 @@ class TelephonyEndpoint:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=20.0)
         await ws.prepare(request)
         try:
-            started = await self._started(ws, dialect)
+            read: list[str | bytes] = []
+            started = await self._started(ws, dialect, read)
+            owner_url = await self._owner_elsewhere(request, started)
+            if owner_url is not None:
+                await self.services.cluster.proxy_stream(ws, request, owner_url, read)
+                return ws
             connection = await self._session(started)
         except VoxgateError as exc:
             log.info("%s stream refused: %s", dialect.name, exc.message)
@@ -99,16 +110,28 @@ class TelephonyEndpoint:
                 await ws.close()
         return ws
 
-    async def _started(self, ws: web.WebSocketResponse, dialect: Dialect) -> CallStarted:
-        """The provider's opening messages, up to the one that names the session."""
+    async def _started(
+        self, ws: web.WebSocketResponse, dialect: Dialect, read: list[str | bytes]
+    ) -> CallStarted:
+        """The provider's opening messages, up to the one that names the session (kept in
+        ``read``, should the stream be carried to the session's node)."""
         async with asyncio.timeout(START_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     raise ProtocolViolation("the stream ended before its start message")
+                read.append(msg.data)
                 event = dialect.parse(msg.data)  # anything but its greeting before start fails
                 if isinstance(event, CallStarted):
                     return event
+
+    async def _owner_elsewhere(self, request: web.Request, started: CallStarted) -> str | None:
+        """The URL of the node holding the stream's session, when that is another node."""
+        session_id = started.parameters.get("session_id")
+        if not session_id or session_id in self.services.live_sessions or forwarded(request):
+            return None
+        url: str | None = await self.services.cluster.owner_url(session_id)
+        return url
 
     async def _session(self, started: CallStarted) -> RealtimeConnection:
         session_id = started.parameters.get("session_id")

@@ -31,7 +31,6 @@ from voxgate.errors import AuthError, InvalidInput, LimitExceeded
 from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.telephony.rtp import CODECS, RtpCodec, RtpDialect, describe, goodbye
 from voxgate.gateway.telephony.rtp import sender_report as build_sender_report
-from voxgate.gateway.workers import forward
 from voxgate.sessions.options import SessionOptions
 from voxgate.upstream.engine.validation import parse_json_object
 
@@ -159,7 +158,9 @@ class RtpEndpoint:
 
     async def attach(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded = await self._forward(request, session_id)
+        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
+            request, session_id
+        )
         if forwarded is not None:
             return forwarded
         principal = await self.services.authenticate_bearer(request.headers.get("Authorization"))
@@ -195,7 +196,9 @@ class RtpEndpoint:
 
     async def delete(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded = await self._forward(request, session_id)
+        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
+            request, session_id
+        )
         if forwarded is not None:
             return forwarded
         principal = await self.services.authenticate_bearer(request.headers.get("Authorization"))
@@ -242,13 +245,6 @@ class RtpEndpoint:
                 f"cannot send to {target.host}:{target.port}: {exc.strerror or exc}",
                 code="invalid_rtp_target",
             ) from exc
-
-    async def _forward(self, request: web.Request, session_id: str) -> web.Response | None:
-        worker = self.services.worker
-        owner = worker.owner_of(session_id) if worker else None
-        if worker is None or owner is None:
-            return None
-        return await forward(request, worker, owner, self.services.forwarder)
 
     def _created(self, sink: RtpSink, target: RtpTarget) -> web.Response:
         dialect = sink.socket.dialect
