@@ -1,4 +1,4 @@
-"""``voxgate keys``, run through its parser against a real redis-server."""
+"""``voxgate keys``, run through its parser against a real redis-server and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -73,39 +73,41 @@ def authenticate(url: str, plain_key: str) -> KeyRecord:
 
 
 def test_create_prints_a_working_key_once(
-    voxgate: Callable[..., tuple[int, str, str]], redis_url: str
+    voxgate: Callable[..., tuple[int, str, str]], shared_redis_url: str
 ) -> None:
     code, out, err = voxgate(
         "keys", "create", "--name", "checkout", "--credits", "1500", "--max-sessions", "3",
-        "--account", "acme", "--redis-url", redis_url,
+        "--account", "acme", "--redis-url", shared_redis_url,
     )  # fmt: skip
     assert (code, err) == (0, "")
     plain, key_id = created(out)
     assert plain.startswith("vg_live_")
     assert out.count(plain) == 1
     assert "1,500 credits available" in out
-    record = authenticate(redis_url, plain)
+    record = authenticate(shared_redis_url, plain)
     assert (record.key_id, record.account_id, record.name) == (key_id, "acme", "checkout")
     assert record.max_sessions == 3
-    assert available(redis_url, "acme") == 1500
+    assert available(shared_redis_url, "acme") == 1500
 
 
 def test_the_redis_url_can_come_from_the_environment(
-    voxgate: Callable[..., tuple[int, str, str]], redis_url: str, monkeypatch: pytest.MonkeyPatch
+    voxgate: Callable[..., tuple[int, str, str]],
+    shared_redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("VOXGATE_REDIS_URL", redis_url)
+    monkeypatch.setenv("VOXGATE_REDIS_URL", shared_redis_url)
     code, out, _ = voxgate("keys", "create", "--name", "env")
     assert code == 0
-    record = authenticate(redis_url, created(out)[0])
+    record = authenticate(shared_redis_url, created(out)[0])
     assert record.account_id.startswith("acct_")
-    assert available(redis_url, record.account_id) == 0
+    assert available(shared_redis_url, record.account_id) == 0
 
 
 def test_list_shows_every_key_with_its_balance(
-    voxgate: Callable[..., tuple[int, str, str]], redis_url: str
+    voxgate: Callable[..., tuple[int, str, str]], shared_redis_url: str
 ) -> None:
-    assert voxgate("keys", "list", "--redis-url", redis_url) == (0, "no API keys\n", "")
-    url = ("--redis-url", redis_url)
+    assert voxgate("keys", "list", "--redis-url", shared_redis_url) == (0, "no API keys\n", "")
+    url = ("--redis-url", shared_redis_url)
     _, out, _ = voxgate(
         "keys", "create", "--name", "web", "--account", "acme", "--credits", "1000", *url
     )
@@ -131,27 +133,29 @@ def test_list_shows_every_key_with_its_balance(
     assert mobile_key not in out
 
 
-def test_revoke(voxgate: Callable[..., tuple[int, str, str]], redis_url: str) -> None:
-    _, out, _ = voxgate("keys", "create", "--name", "app", "--redis-url", redis_url)
+def test_revoke(voxgate: Callable[..., tuple[int, str, str]], shared_redis_url: str) -> None:
+    _, out, _ = voxgate("keys", "create", "--name", "app", "--redis-url", shared_redis_url)
     plain, key_id = created(out)
-    code, out, _ = voxgate("keys", "revoke", key_id, "--redis-url", redis_url)
+    code, out, _ = voxgate("keys", "revoke", key_id, "--redis-url", shared_redis_url)
     assert code == 0
     assert out.startswith(f"revoked {key_id}")
     with pytest.raises(AuthError) as caught:
-        authenticate(redis_url, plain)
+        authenticate(shared_redis_url, plain)
     assert caught.value.code == "revoked_api_key"
-    code, out, _ = voxgate("keys", "revoke", key_id, "--redis-url", redis_url)
+    code, out, _ = voxgate("keys", "revoke", key_id, "--redis-url", shared_redis_url)
     assert code == 0
     assert "already revoked" in out
-    code, out, err = voxgate("keys", "revoke", "vk_0000000000000000", "--redis-url", redis_url)
+    code, out, err = voxgate(
+        "keys", "revoke", "vk_0000000000000000", "--redis-url", shared_redis_url
+    )
     assert (code, out) == (1, "")
     assert "no API key has the id 'vk_0000000000000000'" in err
 
 
 def test_credit_tops_up_the_keys_account_once_per_op_id(
-    voxgate: Callable[..., tuple[int, str, str]], redis_url: str
+    voxgate: Callable[..., tuple[int, str, str]], shared_redis_url: str
 ) -> None:
-    url = ("--redis-url", redis_url)
+    url = ("--redis-url", shared_redis_url)
     _, out, _ = voxgate(
         "keys", "create", "--name", "app", "--account", "acme", "--credits", "100", *url
     )
@@ -164,7 +168,7 @@ def test_credit_tops_up_the_keys_account_once_per_op_id(
         code, out, _ = voxgate("keys", "credit", key_id, "1000", "--op-id", "invoice-7", *url)
         assert code == 0
     assert "already applied" in out
-    assert available(redis_url, "acme") == 1350
+    assert available(shared_redis_url, "acme") == 1350
     code, _, err = voxgate("keys", "credit", key_id, "0", *url)
     assert code == 1
     assert "amount" in err
@@ -181,24 +185,43 @@ def test_without_redis_nothing_runs(voxgate: Callable[..., tuple[int, str, str]]
         assert "VOXGATE_REDIS_URL" in err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:1/0",
+        "redis+sentinel://:hunter2@127.0.0.1:1/voxgate/0?sentinel_password=hunter2",
+        "redis+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2",
+    ],
+)
 def test_an_unreachable_redis_is_reported_without_its_password(
-    voxgate: Callable[..., tuple[int, str, str]],
+    voxgate: Callable[..., tuple[int, str, str]], url: str
 ) -> None:
-    code, _, err = voxgate("keys", "list", "--redis-url", "redis://:hunter2@127.0.0.1:1/0")
+    code, _, err = voxgate("keys", "list", "--redis-url", url)
     assert code == 1
     assert "127.0.0.1:1" in err
     assert "hunter2" not in err
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379", "redis+cluster://", "redis+sentinel://127.0.0.1:26379"]
+)
+def test_a_malformed_redis_url_is_refused(
+    voxgate: Callable[..., tuple[int, str, str]], url: str
+) -> None:
+    code, out, err = voxgate("keys", "list", "--redis-url", url)
+    assert (code, out) == (2, "")
+    assert "bad Redis URL" in err
+
+
 def test_bad_values_are_refused(
-    voxgate: Callable[..., tuple[int, str, str]], redis_url: str
+    voxgate: Callable[..., tuple[int, str, str]], shared_redis_url: str
 ) -> None:
     code, _, err = voxgate(
-        "keys", "create", "--name", "x", "--max-sessions", "0", "--redis-url", redis_url
+        "keys", "create", "--name", "x", "--max-sessions", "0", "--redis-url", shared_redis_url
     )
     assert code == 1
     assert "max_sessions" in err
-    assert voxgate("keys", "list", "--redis-url", redis_url)[1] == "no API keys\n"
+    assert voxgate("keys", "list", "--redis-url", shared_redis_url)[1] == "no API keys\n"
     with pytest.raises(SystemExit) as caught:
         voxgate("keys")
     assert caught.value.code == 2

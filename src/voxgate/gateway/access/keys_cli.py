@@ -6,9 +6,10 @@
     voxgate keys credit KEY_ID AMOUNT [--op-id OP]
 
 Every subcommand works on the Redis of ``--redis-url``, else of ``VOXGATE_REDIS_URL``: the
-store the gateway's workers share. ``create`` prints the plain key once; only its digest is
+store the gateway's workers share, in any of its forms (one server, ``redis+sentinel://``,
+``redis+cluster://``; see :mod:`voxgate.store`). ``create`` prints the plain key once; only its digest is
 stored, so it can never be shown again. Exit codes: 0 done, 1 refused or failed (unknown key
-id, bad value, Redis unreachable), 2 no Redis configured.
+id, bad value, Redis unreachable), 2 no Redis configured, or a malformed Redis URL.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
 from voxgate.errors import InvalidInput, StoreUnavailable, VoxgateError
 from voxgate.gateway.access.keys import DEFAULT_MAX_SESSIONS, KeyRecord, RedisKeyStore
 from voxgate.sessions.ledger_redis import RedisLedger
+from voxgate.store import parse_store_url
 
 REDIS_URL_ENV = "VOXGATE_REDIS_URL"
 
@@ -97,6 +98,11 @@ def _runner(action: _Action) -> Callable[[argparse.Namespace], int]:
         url = args.redis_url or os.environ.get(REDIS_URL_ENV)
         if not url:
             _fail(f"no Redis configured: pass --redis-url or set {REDIS_URL_ENV}")
+            return 2
+        try:
+            parse_store_url(url)
+        except ValueError as error:
+            _fail(f"bad Redis URL: {error}")
             return 2
         try:
             return asyncio.run(_run(action, args, url))
@@ -208,9 +214,8 @@ def _time(seconds: float | None) -> str:
 
 
 def _where(url: str) -> str:
-    """The URL's host and port: a Redis URL may carry a password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else parts.scheme + ":…"
+    """The URL's hosts and ports: a Redis URL may carry a password."""
+    return parse_store_url(url).where()
 
 
 def _fail(message: str) -> None:
