@@ -127,9 +127,11 @@ async def test_reaping_refunds_the_dead_nodes_holds_frees_its_slots_and_marks_it
     assert await reap_node("node-dead", store, slots, ledger) == (2, 170)
     balance = await ledger.balance("acme")
     assert (balance.held, balance.available) == (30, 1000 - 80 - 30)
-    assert await store.is_lost("s1") and await store.is_lost("s2")
+    assert await store.is_lost("s1")
+    assert await store.is_lost("s2")
     assert not await store.is_lost("s3")
-    assert await store.owner("s1") is None and await store.owner("s3") is not None
+    assert await store.owner("s1") is None
+    assert await store.owner("s3") is not None
     assert await store.sessions_of("node-dead") == []
     assert await slots.acquire("k1", "s9", 1) == 1, "the dead node's slots are free"
     assert await reap_node("node-dead", store, slots, ledger) == (0, 0), "idempotent"
