@@ -122,8 +122,10 @@ async def proxy_socket(
         await asyncio.gather(*pending, return_exceptions=True)
         if to_client in done:  # the owner closed: the client hears the same close
             code, reason = to_client.result()
+            if code is None:  # the owner's socket dropped: the node is likely dying
+                code, reason = aiohttp.WSCloseCode.INTERNAL_ERROR, b"node_unavailable"
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.close(code=code or aiohttp.WSCloseCode.OK, message=reason)
+                await ws.close(code=code, message=reason)
             return "owner"
         code, reason = to_owner.result()
         if code is None:
