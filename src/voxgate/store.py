@@ -18,7 +18,8 @@ finds its pooled connection closed by a Redis restart reconnects once at once. B
 Sentinel that reconnection asks the sentinels for the master first, so a failover is one
 failed command at most; a write that reaches a master demoted to replica is such a failure
 too. On a cluster, MOVED and ASK redirections are followed by redis-py, and a cluster that
-is down or has a slot without a master is an outage like a server that is down.
+is down, has a slot without a master, or answers TRYAGAIN (a script's keys are split by a
+slot migration in progress) is an outage like a server that is down.
 
 Whatever still fails to reach Redis (refused, reset, timed out, no free connection, cluster
 down) comes out as :class:`StoreUnavailable`: code ``store_unavailable``, retryable,
@@ -42,7 +43,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -54,8 +55,16 @@ SENTINEL_PORT = 26379
 REDIS_PORT = 6379
 
 # RedisClusterException: no node of the cluster could be reached to learn its slots, or a
-# slot has no node (SlotNotCoveredError); ClusterDownError: CLUSTERDOWN, MASTERDOWN.
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, RedisClusterException)
+# slot has no node (SlotNotCoveredError); ClusterError: CLUSTERDOWN, MASTERDOWN, or
+# redirections that did not settle ("TTL exhausted") while a slot moves; TryAgainError: a
+# slot being migrated holds some of a script's keys, not all, for now.
+_OUTAGE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
+)
 
 Topology = Literal["server", "sentinel", "cluster"]
 
