@@ -14,6 +14,7 @@ balancer logs of a test are printed at its teardown, so pytest shows them with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -209,8 +210,11 @@ async def cluster(running_cluster: LocalCluster) -> AsyncIterator[ClusterUnderTe
         for path, mark in marks.items():
             print(f"===== {path.name} (this test) =====")
             print(path.read_bytes()[mark:].decode(errors="replace")[-20_000:])
+        # Best effort: a socket that a failed test left open ends with its client session,
+        # and a session whose socket dropped waits out its resume grace.
         async with aiohttp.ClientSession() as http:
-            await under_test.wait_idle(http)
+            with contextlib.suppress(TimeoutError):
+                await under_test.wait_idle(http, timeout_s=5.0)
 
 
 @pytest.fixture
