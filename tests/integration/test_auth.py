@@ -415,10 +415,10 @@ async def test_concurrent_redeems_let_exactly_one_through(
 
 async def test_a_token_expires(keys: KeyStore, tokens: ClientTokens) -> None:
     _, key = await keys.create("acme", "app")
-    fresh, _ = await tokens.mint(key, max_credits=10, ttl_s=0.2)
-    stale, _ = await tokens.mint(key, max_credits=10, ttl_s=0.2)
+    fresh, _ = await tokens.mint(key, max_credits=10, ttl_s=0.5)
+    stale, _ = await tokens.mint(key, max_credits=10, ttl_s=0.5)
     await tokens.redeem(fresh)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.6)
     assert await auth_code(tokens.redeem(stale)) == "token_expired"
     assert await auth_code(tokens.redeem(stale)) == "token_expired"  # refusal spends nothing
     assert await auth_code(tokens.redeem(fresh)) == "token_used"
