@@ -8,8 +8,9 @@
 Every subcommand works on the Redis of ``--redis-url``, else of ``VOXGATE_REDIS_URL``: the
 store the gateway's workers share, in any of its forms (one server, ``redis+sentinel://``,
 ``redis+cluster://``; see :mod:`voxgate.store`). ``create`` prints the plain key once; only
-its digest is stored, so it can never be shown again. Exit codes: 0 done, 1 refused or failed (unknown key
-id, bad value, Redis unreachable), 2 no Redis configured or a malformed URL.
+its digest is stored, so it can never be shown again. Exit codes: 0 done, 1 refused or
+failed (unknown key id, bad value, Redis unreachable), 2 no Redis configured or a malformed
+URL.
 """
 
 from __future__ import annotations
