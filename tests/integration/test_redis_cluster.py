@@ -21,7 +21,7 @@ from tests.integration.test_store_faults import KEY, assert_turn_accounted, spea
 from tests.ledger_checks import account_of, assert_ledger_exact
 from voxgate.errors import StoreUnavailable
 from voxgate.sessions.ledger_redis import RedisLedger
-from voxgate.store import StoreClusterClient, StoreRedis, redis_client
+from voxgate.store import StoreClusterClient, redis_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.timeout(120)
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-def rest_on_any_topology(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gateway/rest.py opens its own client with ``Redis.from_url``, which knows one server
-    only; until it takes ``voxgate.store.redis_client``, give it that."""
-
-    class AnyTopology:
-        @staticmethod
-        def from_url(url: str, **_: object) -> StoreRedis:
-            return redis_client(url, max_connections=16, blocking=True)
-
-    monkeypatch.setattr("voxgate.gateway.rest.Redis", AnyTopology)
 
 
 def node_of(cluster: RedisClusterServers, port: int) -> redis.Redis:
@@ -121,7 +108,6 @@ async def test_a_turn_on_the_cluster_is_metered_exactly(
     target: Target,
     http: aiohttp.ClientSession,
     redis_cluster_url: str,
-    rest_on_any_topology: None,
 ) -> None:
     async with running_gateway(
         target, redis_url=redis_cluster_url, api_keys=(f"{KEY}:100000",)

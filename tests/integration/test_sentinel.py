@@ -21,7 +21,7 @@ from tests.integration.test_store_faults import KEY, assert_turn_accounted, spea
 from tests.ledger_checks import account_of, assert_ledger_exact
 from voxgate.errors import StoreUnavailable
 from voxgate.sessions.ledger_redis import RedisLedger
-from voxgate.store import StoreClient, StoreRedis, redis_client
+from voxgate.store import StoreClient, redis_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.timeout(120)
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-def rest_on_any_topology(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gateway/rest.py opens its own client with ``Redis.from_url``, which knows one server
-    only; until it takes ``voxgate.store.redis_client``, give it that."""
-
-    class AnyTopology:
-        @staticmethod
-        def from_url(url: str, **_: object) -> StoreRedis:
-            return redis_client(url, max_connections=16, blocking=True)
-
-    monkeypatch.setattr("voxgate.gateway.rest.Redis", AnyTopology)
 
 
 async def test_the_client_talks_to_the_master_sentinel_names(
@@ -86,7 +73,6 @@ async def test_a_failover_mid_turn_leaves_the_ledger_exact(
     target: Target,
     http: aiohttp.ClientSession,
     sentinel_servers: SentinelServers,
-    rest_on_any_topology: None,
 ) -> None:
     async with running_gateway(
         target, redis_url=sentinel_servers.url, api_keys=(f"{KEY}:100000",)

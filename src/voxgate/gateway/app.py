@@ -63,6 +63,7 @@ def create_gateway_app(services: Services) -> web.Application:
     async def close_peers(_: web.Application) -> None:
         await whep.aclose()
         await rtp.aclose()
+        await rest.aclose()
 
     app.on_shutdown.append(close_peers)
     return app

@@ -149,6 +149,9 @@ class RealtimeConnection:
             await self._fail(fatal.close_code, fatal.error)
         except (LimitExceeded, AuthError) as exc:
             await self._fail(WSCloseCode.POLICY_VIOLATION, exc)
+        except StoreUnavailable as exc:  # the key's slot could not be taken: try again
+            self.services.metrics.store_unavailable.labels("socket").inc()
+            await self._fail(CLOSE_TRY_AGAIN, exc)
         finally:
             self._forget_session_id()
             await self._shutdown()
@@ -419,6 +422,17 @@ class RealtimeConnection:
                     or event.context_id in self._cut
                 ):
                     return  # interrupted meanwhile: the rest of this piece is dropped
+
+    async def lose(self) -> None:
+        """This node was taken for dead and reaped (its lease lapsed while it was stalled):
+        the session's holds were refunded by a peer, and a resume of it is refused. It
+        ends now, as lost."""
+        if self._carrying:
+            return  # the session this socket serves is ended by its own connection
+        lost = VoxgateError(
+            "this node lost its place in the cluster; the session ended", code="session_lost"
+        )
+        await self._fail(WSCloseCode.INTERNAL_ERROR, lost)
 
     async def drain(self, deadline: float) -> None:
         """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""

@@ -25,7 +25,6 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from voxgate.envelope import error_body, ok
 from voxgate.errors import (
@@ -37,6 +36,7 @@ from voxgate.errors import (
 )
 from voxgate.gateway.access.principal import Principal
 from voxgate.sessions.settlements import Action, SettlementOrder
+from voxgate.store import StoreRedis, redis_client
 from voxgate.upstream import SpeechRequest, VoiceUpdate
 from voxgate.upstream.engine.validation import (
     clone_params,
@@ -57,7 +57,7 @@ _AUDIO_KEPT_IN_MEMORY = 10_000  # links, without Redis; the oldest is forgotten 
 class VoiceOwners:
     """Which account saved which voice (the upstream sees one account: the gateway's)."""
 
-    def __init__(self, redis: Redis | None = None, prefix: str = "voxgate:") -> None:
+    def __init__(self, redis: StoreRedis | None = None, prefix: str = "voxgate:") -> None:
         self._redis = redis
         self._prefix = prefix
         self._memory: dict[str, list[str]] = {}
@@ -98,7 +98,7 @@ class AudioLink:
 class AudioLinks:
     """The upstream's audio URL of each recent generation, by id, for ``AUDIO_KEPT_S``."""
 
-    def __init__(self, redis: Redis | None = None, prefix: str = "voxgate:") -> None:
+    def __init__(self, redis: StoreRedis | None = None, prefix: str = "voxgate:") -> None:
         self._redis = redis
         self._prefix = prefix
         self._memory: OrderedDict[str, tuple[float, AudioLink]] = OrderedDict()
@@ -126,10 +126,24 @@ class AudioLinks:
 class VoxtralCompatible:
     def __init__(self, services: Any) -> None:
         self.services = services
-        url = services.settings.redis_url
-        redis = Redis.from_url(url, decode_responses=True) if url else None
+        settings = services.settings
+        redis = (
+            redis_client(
+                settings.redis_url,
+                max_connections=16,
+                blocking=True,
+                timeout_s=settings.redis_timeout_s,
+            )
+            if settings.redis_url
+            else None
+        )
+        self._redis = redis
         self.owners = VoiceOwners(redis)
         self.audio_links = AudioLinks(redis)
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def routes(self) -> list[web.RouteDef]:
         p = API_PREFIX

@@ -180,6 +180,13 @@ class Services:
                 await reap_node(dead, state, slots, ledger)
 
             cluster.reap = reap
+
+            async def lose_sessions() -> None:
+                await asyncio.gather(
+                    *(c.lose() for c in list(services.connections)), return_exceptions=True
+                )
+
+            cluster.on_lapsed = lose_sessions
         await cluster.start()
         closers.insert(0, cluster.aclose)
         try:

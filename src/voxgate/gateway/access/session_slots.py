@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from voxgate.errors import LimitExceeded
+from voxgate.store import StoreRedis
 
 # KEYS slots; ARGV session id, limit, ttl ms. {1, count} taken, {0, count} full.
 _ACQUIRE = """
@@ -86,7 +85,7 @@ class MemorySessionSlots:
 class RedisSessionSlots:
     """The slots of every node, in Redis; a slot lapses ``ttl_s`` after its last refresh."""
 
-    def __init__(self, redis: Redis, *, ttl_s: float, prefix: str = "voxgate:") -> None:
+    def __init__(self, redis: StoreRedis, *, ttl_s: float, prefix: str = "voxgate:") -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = max(1, round(ttl_s * 1000))

@@ -23,9 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from voxgate.gateway.access.principal import Principal
+from voxgate.store import StoreRedis
 
 LOST_TTL_S = 600  # a resume of a dead node's session is answered session_lost this long
 TICKET_TTL_S = 10  # a forwarded socket must reach its owner within this
@@ -85,7 +84,7 @@ class SessionOwner:
 class RedisClusterState:
     """The shared state of the nodes, in Redis (``redis`` must decode responses)."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "voxgate:") -> None:
+    def __init__(self, redis: StoreRedis, *, prefix: str = "voxgate:") -> None:
         self._redis = redis
         self._prefix = prefix
         self._join = redis.register_script(_JOIN)
