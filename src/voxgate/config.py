@@ -44,7 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "VOXGATE_REDIS_URL",
         "",
-        "Redis for keys, credits and sessions; unset = in-process store",
+        "Redis for keys, credits and sessions: `redis://host:6379/0`, "
+        "`redis+sentinel://s1:26379,s2:26379/<service>/0` or "
+        "`redis+cluster://n1:7000,n2:7001` (docs/redis.md); unset = in-process store",
         "redis_url",
     ),
     Setting(
