@@ -63,6 +63,10 @@ defaults
 
 frontend voxgate
     bind 127.0.0.1:{port}
+    # Node-to-node headers (a forwarded request, a carried socket's ticket) never come
+    # from outside.
+    http-request del-header X-Voxgate-Forwarded-By
+    http-request del-header X-Voxgate-Ticket
     default_backend {BACKEND}
 
 backend {BACKEND}
