@@ -1,8 +1,10 @@
-"""A node that stalls past its lease (SIGSTOP), is reaped by a survivor, then wakes up.
+"""Nodes of a cluster behind haproxy: one that stalls past its lease, tokens across nodes.
 
-The survivor refunded the stalled node's holds and marked its sessions lost; on waking, the
-node learns from its first lease renewal that it was taken for dead, ends those sessions
-with ``session_lost`` (they are no longer its to charge), and joins the cluster again.
+A node stopped (SIGSTOP) past its lease is reaped by a survivor, which refunds its holds and
+marks its sessions lost; on waking, the node learns from its first lease renewal that it
+was taken for dead, ends those sessions with ``session_lost`` (they are no longer its to
+charge), and joins the cluster again. A client token is spent once, whichever node
+redeems it.
 """
 
 from __future__ import annotations
@@ -77,3 +79,26 @@ async def test_a_stalled_node_reaped_by_a_peer_ends_its_sessions_as_lost_when_it
     assert balance.credited - balance.available == balance.committed
     again = await cluster.open_socket(http, key)
     await again.ws.close()
+
+
+async def test_a_client_token_is_redeemed_once_whichever_node_each_try_lands_on(
+    cluster: ClusterUnderTest, http: aiohttp.ClientSession
+) -> None:
+    key = await cluster.new_key()
+    async with http.post(
+        f"{cluster.url}/v1/client_tokens", headers=key.headers, json={"ttl_s": 60}
+    ) as minted:
+        assert minted.status == 200, await minted.text()
+        token = (await minted.json())["data"]["token"]
+    outcomes = []
+    nodes = []
+    for _ in range(len(cluster.node_names)):  # round robin: one try on every node
+        async with http.ws_connect(cluster.ws_url) as ws:
+            nodes.append(cluster.entries.last)
+            await ws.send_json({"type": "auth", "token": token})
+            message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.TEXT, message
+            body = message.json()
+            outcomes.append(body["type"] if body["type"] != "error" else body["code"])
+    assert sorted(nodes) == sorted(cluster.node_names)
+    assert outcomes == ["session.created", "token_used", "token_used"]
