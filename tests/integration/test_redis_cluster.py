@@ -1,7 +1,7 @@
 """The store on a real three-master Redis Cluster: slots, a gateway turn, a slot migrated live.
 
-The contract suites of every store run on the cluster too (``test_ledger``, ``test_registry``,
-``test_auth``, ``test_release_session``); this module checks what only a cluster has.
+The contract suites of every store run on the cluster too (``test_ledger``, ``test_auth``,
+``test_release_session``, ``test_cluster_state``); this module checks what only a cluster has.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from voxgate.sessions.ledger import Ledger, audit
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.sessions.options import PipelineOptions, SessionOptions
-from voxgate.sessions.registry import MemorySessionRegistry
 from voxgate.sessions.segmenter import SegmenterOptions
 from voxgate.sessions.session import Session
 from voxgate.upstream import Upstream
@@ -398,20 +397,3 @@ async def test_contexts_are_separate_turns(make_session: SessionFactory) -> None
     assert texts == {"a": "First turn speaks here.", "b": "Second turn speaks there."}
     # Once its done event is delivered, a context id may start a new turn.
     session.append("Again.", "a")
-
-
-async def test_registry_knows_the_session_while_it_lives(
-    ledger: Ledger, faulty: FaultyUpstream
-) -> None:
-    registry = MemorySessionRegistry()
-    await ledger.create_account("reg", 1000)
-    session = Session(upstream=faulty, ledger=ledger, account_id="reg", registry=registry)
-    await session.start()
-    record = await registry.get(session.id)
-    assert record is not None
-    assert record.account_id == "reg"
-    session.append("Hello there.")
-    session.close_context()
-    await collect(session)
-    await session.aclose()
-    assert await registry.get(session.id) is None

@@ -677,7 +677,6 @@ class RealtimeConnection:
             account_id=principal.account_id,
             options=self._options(principal),
             session_id=self.session_id,
-            registry=self.services.registry,
             credit_cap=principal.max_credits,
             settlements=self.services.settlements,
         )

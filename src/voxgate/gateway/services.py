@@ -2,7 +2,7 @@
 
 With nothing configured: the embedded engine (in a thread of its own, so its work never
 sits on the gateway's event loop), in-process stores, and one dev key. ``VOXGATE_REDIS_URL``
-moves keys, credits, tokens and the session registry to Redis; ``VOXTRAL_API_KEY`` points
+moves keys, credits, tokens and the cluster's records to Redis; ``VOXTRAL_API_KEY`` points
 the upstream at the real Voxtral API.
 """
 
@@ -39,7 +39,6 @@ from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
 from voxgate.sessions.ledger_redis import RedisLedger
-from voxgate.sessions.registry import MemorySessionRegistry, RedisSessionRegistry, SessionRegistry
 from voxgate.sessions.settlements import Settlements
 from voxgate.store import redis_client
 from voxgate.upstream import SpeechRequest, Upstream
@@ -84,7 +83,6 @@ class Services:
     upstream_client: Upstream
     upstream: InstrumentedUpstream
     ledger: Ledger
-    registry: SessionRegistry
     keys: KeyStore
     tokens: ClientTokens
     origins: OriginPolicy
@@ -115,7 +113,6 @@ class Services:
         upstream = Upstream(upstream_config)
         closers: list[Any] = [upstream.aclose]
         ledger: Ledger
-        registry: SessionRegistry
         token_store: TokenStore
         keys: KeyStore
         node_id = new_node_id()
@@ -129,7 +126,6 @@ class Services:
         if settings.redis_url:
             url, timeout_s = settings.redis_url, settings.redis_timeout_s
             redis_ledger = RedisLedger.from_url(url, timeout_s=timeout_s)
-            redis_registry = RedisSessionRegistry.from_url(url, timeout_s=timeout_s)
             redis_tokens = RedisTokenStore.from_url(url, timeout_s=timeout_s)
             redis_keys = RedisKeyStore.from_url(url, ledger=redis_ledger, timeout_s=timeout_s)
             cluster_client = redis_client(
@@ -141,18 +137,11 @@ class Services:
                 cluster_client.aclose,
                 redis_keys.aclose,
                 redis_tokens.aclose,
-                redis_registry.aclose,
                 redis_ledger.aclose,
             ]
-            ledger, registry, token_store, keys = (
-                redis_ledger,
-                redis_registry,
-                redis_tokens,
-                redis_keys,
-            )
+            ledger, token_store, keys = redis_ledger, redis_tokens, redis_keys
         else:
             ledger = MemoryLedger()
-            registry = MemorySessionRegistry()
             token_store = MemoryTokenStore()
             keys = MemoryKeyStore(ledger)
         origins = OriginPolicy(tuple(settings.allowed_origins))
@@ -161,7 +150,6 @@ class Services:
             upstream_client=upstream,
             upstream=InstrumentedUpstream(upstream, metrics),
             ledger=ledger,
-            registry=registry,
             keys=keys,
             tokens=ClientTokens(token_store, keys=keys, origins=origins),
             origins=origins,
@@ -260,7 +248,7 @@ class Services:
         """What /readyz reports: each dependency, "ok" or why not."""
         checks = {"store": "ok", "upstream": "ok"}
         try:
-            await self.registry.get("readyz-probe")  # one round trip to Redis, if used
+            await self.cluster.ping()  # one round trip to Redis, if used
         except Exception as exc:
             checks["store"] = _reason(exc)
         try:

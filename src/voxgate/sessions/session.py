@@ -17,9 +17,7 @@ chunk's last audio, and an interrupt removes every undelivered event of its cont
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 import uuid
 from collections import deque
@@ -32,14 +30,11 @@ from voxgate.sessions.events import AudioOut, Event, Interrupted, SessionError
 from voxgate.sessions.ledger import Ledger, Reservation
 from voxgate.sessions.ledger import Usage as LedgerUsage
 from voxgate.sessions.options import SessionOptions
-from voxgate.sessions.registry import SessionRegistry
 from voxgate.sessions.settlements import Action, SettlementOrder, Settlements
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = "default"
-_OWNER = f"{os.uname().nodename}:{os.getpid()}"
-_CLOSE_SETTLE_S = 1.0  # how long a closing session waits to report its final usage
 
 
 class SessionClosed(ProtocolViolation):
@@ -55,8 +50,6 @@ class Session:
         account_id: str,
         options: SessionOptions | None = None,
         session_id: str | None = None,
-        registry: SessionRegistry | None = None,
-        registry_ttl_s: float = 30.0,
         credit_cap: int | None = None,
         settlements: Settlements | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -67,15 +60,12 @@ class Session:
         self.upstream = upstream
         self.clock = clock
         self._ledger = ledger
-        self._registry = registry
-        self._registry_ttl_s = registry_ttl_s
         self._contexts: dict[str, Context] = {}
         self._events: deque[tuple[str | None, Event]] = deque()
         self._ready = asyncio.Event()
         # Commits and refunds go through the process's queue, which owns them until the
         # store acknowledges them; a session of its own gets a queue of its own.
         self._settlements = settlements or Settlements(ledger)
-        self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
         # A cap on what this one session may spend (a browser's client token carries one).
         self._credit_cap = credit_cap
@@ -84,10 +74,7 @@ class Session:
         self._charged = 0  # credits committed by this session, as decided here
 
     async def start(self) -> None:
-        """Register in the session registry (if any) and keep the record alive."""
-        if self._registry is not None:
-            await self._registry.register(self.id, self.account_id, _OWNER, self._registry_ttl_s)
-            self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat-{self.id}")
+        """Ready to take text (kept for callers that start every session they make)."""
 
     # -- commands ---------------------------------------------------------------------
 
@@ -267,27 +254,12 @@ class Session:
         return await self._settlements.flushed(self.id, timeout_s)
 
     async def aclose(self) -> None:
-        """Stop everything, refund what was not delivered, and leave the registry."""
+        """Stop everything and refund what was not delivered."""
         if self._closed:
             return
         self._closed = True
         self._ready.set()
         await asyncio.gather(*(c.aclose() for c in self._contexts.values()))
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-        if self._registry is None:
-            return
-        try:
-            # The final usage only once the store has it all; the queue keeps the rest.
-            if await self.settled(timeout_s=_CLOSE_SETTLE_S):
-                await self._registry.update_usage(
-                    self.id, await self._ledger.session_usage(self.id, account_id=self.account_id)
-                )
-            await self._registry.remove(self.id)
-        except StoreUnavailable as exc:
-            log.warning("session %s left the registry to its TTL: %s", self.id, exc.message)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -317,13 +289,6 @@ class Session:
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosed("the session is closed")
-
-    async def _beat(self) -> None:
-        assert self._registry is not None
-        while True:
-            await asyncio.sleep(self._registry_ttl_s / 3)
-            with contextlib.suppress(Exception):
-                await self._registry.touch(self.id)
 
 
 def _active(context: Context) -> bool:

@@ -318,6 +318,11 @@ class Cluster:
                 self._urls[node_id] = url
         return url
 
+    async def ping(self) -> None:
+        """One round trip to the shared store (``StoreUnavailable`` if it is away)."""
+        if self.state is not None:
+            await self.state.ping()
+
     def describe(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "url": self.url, "sessions": len(self._owned)}
 

@@ -92,6 +92,9 @@ class RedisClusterState:
         self._claim = redis.register_script(_CLAIM)
         self._lapsed = redis.register_script(_LAPSED)
 
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     # -- nodes ------------------------------------------------------------------------
 
     async def join(self, node_id: str, url: str, lease_s: float) -> None:
