@@ -79,6 +79,12 @@ async def test_a_stalled_node_reaped_by_a_peer_ends_its_sessions_as_lost_when_it
     assert balance.credited - balance.available == balance.committed
     again = await cluster.open_socket(http, key)
     await again.ws.close()
+    # The reaping shows on the survivor that did it.
+    reaped = await cluster.metric(http, "voxgate_nodes_reaped_total")
+    assert reaped[socket.node] == 0
+    assert sum(reaped.values()) >= 1, reaped
+    lost = await cluster.metric(http, "voxgate_sessions_reaped_total")
+    assert sum(lost.values()) >= 1, lost
 
 
 async def test_a_client_token_is_redeemed_once_whichever_node_each_try_lands_on(

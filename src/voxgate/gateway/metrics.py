@@ -77,6 +77,20 @@ class Metrics:
             "Detached sessions not resumed within VOXGATE_RESUME_GRACE_S, ended",
             registry=r,
         )
+        self.forwarded = Counter(
+            "voxgate_forwarded_total",
+            "Requests carried to the node that owns their session, by kind (http, socket)",
+            ["kind"],
+            registry=r,
+        )
+        self.nodes_reaped = Counter(
+            "voxgate_nodes_reaped_total",
+            "Nodes whose lease lapsed, reaped by this node (their holds refunded)",
+            registry=r,
+        )
+        self.sessions_reaped = Counter(
+            "voxgate_sessions_reaped_total", "Sessions of reaped nodes, ended as lost", registry=r
+        )
         self.webrtc_peers = Gauge("voxgate_webrtc_peers", "WebRTC (WHEP) peers live", registry=r)
         self.webrtc_packets = Gauge(
             "voxgate_webrtc_packets_sent", "RTP packets sent by the live peers", registry=r

@@ -165,7 +165,9 @@ class Services:
             state, slots = cluster.state, cluster.slots
 
             async def reap(dead: str) -> None:
-                await reap_node(dead, state, slots, ledger)
+                sessions, _ = await reap_node(dead, state, slots, ledger)
+                metrics.nodes_reaped.inc()
+                metrics.sessions_reaped.inc(sessions)
 
             cluster.reap = reap
 
@@ -175,6 +177,7 @@ class Services:
                 )
 
             cluster.on_lapsed = lose_sessions
+        cluster.on_forward = lambda kind: metrics.forwarded.labels(kind).inc()
         await cluster.start()
         closers.insert(0, cluster.aclose)
         try:

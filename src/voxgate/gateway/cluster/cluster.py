@@ -84,6 +84,7 @@ class Cluster:
         self.lease_s = lease_s
         self.reap: Reap | None = None  # set by the services: how to reap a dead node
         self.on_lapsed: Callable[[], Awaitable[None]] | None = None  # this node was reaped
+        self.on_forward: Callable[[str], None] = lambda kind: None  # kind: http or socket
         self._owned: dict[str, SessionOwner] = {}
         self._urls: dict[str, str] = {}
         self._client: aiohttp.ClientSession | None = None
@@ -179,6 +180,7 @@ class Cluster:
         url = await self.owner_url(session_id)
         if url is None:
             return None
+        self.on_forward("http")
         return await forward_http(request, url, self.node_id, self.client)
 
     async def forward_for_resource(
@@ -191,6 +193,7 @@ class Cluster:
         url = await self._url_of(node_id)
         if url is None:
             return None  # a node that is gone: its resources are gone too (404 here)
+        self.on_forward("http")
         return await forward_http(request, url, self.node_id, self.client)
 
     async def proxy_resume(
@@ -206,6 +209,7 @@ class Cluster:
         assert self.state is not None
         ticket = secrets.token_urlsafe(18)
         await self.state.issue_ticket(ticket, principal)
+        self.on_forward("socket")
         await proxy_socket(
             ws,
             owner_url,
@@ -234,6 +238,7 @@ class Cluster:
         assert self.state is not None
         ticket = secrets.token_urlsafe(18)
         await self.state.issue_ticket(ticket, None)
+        self.on_forward("socket")
         headers = dict(request.headers)
         headers[TICKET_HEADER] = ticket
         await proxy_socket(
