@@ -74,8 +74,10 @@ async def test_session_owners_are_recorded_refreshed_and_removed(
     clients: tuple[StoreClient, StoreClient],
 ) -> None:
     a, b = RedisClusterState(clients[0]), RedisClusterState(clients[1])
-    await a.own(owner("s1", "node-a"), ttl_s=30)
-    await a.own(owner("s2", "node-a"), ttl_s=0.3)
+    assert await a.own(owner("s1", "node-a"), ttl_s=30) is None
+    assert await a.own(owner("s2", "node-a"), ttl_s=0.3) is None
+    assert await b.own(owner("s1", "node-b"), ttl_s=30) == "node-a", "never taken over"
+    assert await a.own(owner("s1", "node-a"), ttl_s=30) is None, "its own again: refreshed"
     assert await b.owner("s1") == owner("s1", "node-a")
     assert await b.sessions_of("node-a") == ["s1", "s2"]
     await a.refresh([owner("s2", "node-a")], ttl_s=30)

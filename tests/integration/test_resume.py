@@ -23,6 +23,8 @@ import pytest
 from tests.conftest import Target
 from tests.fakes.twilio_call import TwilioCall
 from tests.gateway_harness import Gateway, running_gateway
+from tests.integration.test_whep import Listener as WebrtcListener
+from tests.integration.test_whep import offer_to_session, wait_for
 from tests.ledger_checks import account_of, assert_ledger_exact
 from tests.telephony_agent import stream_url
 from voxgate.gateway.protocol import unpack_audio_frame
@@ -413,3 +415,112 @@ async def test_a_call_leg_stays_on_the_call_while_the_agent_socket_is_away(
     assert charged == sum(len(e["text"].strip()) for e in listener.of("chunk.ended"))
     account = await account_of(gateway.services, gateway.api_key)
     await assert_ledger_exact(gateway.services, {account: charged})
+
+
+async def mint(http: aiohttp.ClientSession, gateway: Gateway, session_id: str) -> str:
+    """What an app's backend does for its browser: a client token for one session."""
+    async with http.post(
+        f"{gateway.url}/v1/client_tokens",
+        headers={"Authorization": f"Bearer {gateway.api_key}"},
+        json={"session_id": session_id},
+    ) as minted:
+        assert minted.status == 200, await minted.text()
+        token: str = (await minted.json())["data"]["token"]
+        return token
+
+
+async def token_socket(
+    http: aiohttp.ClientSession, gateway: Gateway, token: str
+) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+    ws = await http.ws_connect(gateway.ws_url, protocols=("voxgate.v1", f"voxgate.token.{token}"))
+    created = json.loads((await ws.receive(timeout=10)).data)
+    assert created["type"] == "session.created", created
+    return ws, created
+
+
+async def test_a_browser_resumes_its_session_with_a_fresh_token_scoped_to_it(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    session_id = "browser-session-1"
+    ws, created = await token_socket(http, gateway, await mint(http, gateway, session_id))
+    assert created["session_id"] == session_id
+    listener = Listener()
+    await start_turn(ws)
+    await read_until(ws, listener, lambda _: listener.audio_ms() >= 1000)
+    drop(ws)
+    await asyncio.sleep(0.3)
+
+    # Its backend mints a new token for the same session: that socket may resume it...
+    ws, fresh = await token_socket(http, gateway, await mint(http, gateway, session_id))
+    assert fresh["session_id"] != session_id
+    ask = {
+        "type": "session.resume",
+        "session_id": session_id,
+        "resume_token": created["resume_token"],
+        "last_seq": listener.last_seq,
+    }
+    async with asyncio.timeout(10):
+        while True:
+            await ws.send_json(ask)
+            answer = await read_until(ws, listener, lambda e: e is not None)
+            assert answer is not None
+            if answer.get("code") != "session_attached":  # the drop not yet seen
+                break
+            listener.events.pop()
+            await asyncio.sleep(0.1)
+    assert answer["type"] == "session.resumed", answer
+    done = await read_until(ws, listener, lambda e: e is not None and e["type"] == "context.done")
+    assert done is not None
+    assert_contiguous(listener.frames)
+    assert "".join(e["text"] for e in listener.of("chunk.ended")) == TEXT
+
+    # ... and nothing else: a socket whose token names a live session cannot start its own.
+    other, _ = await token_socket(http, gateway, await mint(http, gateway, session_id))
+    await other.send_json({"type": "text.append", "text": "Hello"})
+    refused = json.loads((await other.receive(timeout=10)).data)
+    assert (refused["type"], refused["code"], refused["fatal"]) == ("error", "session_exists", True)
+    closed = await other.receive(timeout=10)
+    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1008)
+    await ws.close()
+    await wait_until_no_session(gateway)
+    account = await account_of(gateway.services, gateway.api_key)
+    await assert_ledger_exact(gateway.services, {account: done["usage"]["characters"]})
+
+
+async def test_a_webrtc_peer_stays_connected_across_a_socket_drop_and_plays_on(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    agent, created = await connect(http, gateway)
+    peer = WebrtcListener()
+    answer = await offer_to_session(http, gateway, created["session_id"], peer)
+    assert answer.status == 201, await answer.text()
+    await peer.answer(await answer.text())
+    await wait_for(lambda: peer.pc.connectionState == "connected")
+    listener = Listener()
+    await agent.send_json({"type": "text.append", "text": TEXT})
+    await agent.send_json({"type": "context.close"})
+    await read_until(agent, listener, lambda e: e is not None and e["type"] == "chunk.started")
+    await asyncio.sleep(1.5)
+    drop(agent)
+    await asyncio.sleep(1.5)  # the track plays out what it held, then goes quiet
+    quiet_from = asyncio.get_running_loop().time()
+    await asyncio.sleep(1.0)
+    assert peer.pc.connectionState == "connected", "the peer is not hung up"
+    assert max(peer.energy_since(quiet_from), default=0.0) < 0.01, "audio waits for the socket"
+
+    ws, resumed = await resume(http, gateway, listener, created)
+    assert resumed["type"] == "session.resumed"
+    back_at = asyncio.get_running_loop().time()
+    done = await read_until(ws, listener, lambda e: e is not None and e["type"] == "context.done")
+    assert done is not None
+    await asyncio.sleep(1.0)
+    assert sum(e > 0.01 for e in peer.energy_since(back_at)) > 25, "the speech goes on"
+    assert not listener.frames  # the audio went to the peer, not the sockets
+    chunks = [e["chunk_index"] for e in listener.of("chunk.ended")]
+    assert chunks == list(range(len(chunks)))
+    assert "".join(e["text"] for e in listener.of("chunk.ended")) == TEXT
+    await peer.close()
+    await ws.close()
+    await wait_until_no_session(gateway)
+    account = await account_of(gateway.services, gateway.api_key)
+    await assert_ledger_exact(gateway.services, {account: done["usage"]["characters"]})

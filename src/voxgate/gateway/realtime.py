@@ -119,6 +119,7 @@ class RealtimeConnection:
         grace_s = self.settings.resume_grace_s if transport is not None else 0.0
         self.resume = Resumption(grace_s)
         self._carrying = False  # this socket now serves a resumed session, not its own
+        self._resume_only: str | None = None  # a token's live session: only resuming it
         self._replayed = 0  # what the last claim puts back to send again
         self._resumed_from: int | None = None
 
@@ -129,7 +130,7 @@ class RealtimeConnection:
         try:
             if self.principal is None:
                 self.principal = await self._authenticate_first_message()
-            self._adopt_token_scope(self.principal)
+            await self._adopt_token_scope(self.principal)
             async with self.services.session_slot(self.principal, self.session_id):
                 await self._send(
                     p.SessionCreated(
@@ -167,13 +168,19 @@ class RealtimeConnection:
             if not await self._await_resume():
                 return
 
-    def _adopt_token_scope(self, principal: Principal) -> None:
-        """A client token may fix the voice and the session id: start with them."""
+    async def _adopt_token_scope(self, principal: Principal) -> None:
+        """A client token may fix the voice and the session id: start with them.
+
+        When the token's session is already live (here or on another node), this socket
+        may only resume it: it keeps a fresh id until its ``session.resume`` arrives.
+        """
         if principal.voice_id:
             self.config.use_voice(principal.voice_id)
         if principal.session_id:
-            if principal.session_id in self.services.live_sessions:
-                raise LimitExceeded("that session is already live", code="session_exists")
+            live = principal.session_id in self.services.live_sessions
+            if live or await self.services.cluster.owner_url(principal.session_id):
+                self._resume_only = principal.session_id
+                return
             self.services.live_sessions.pop(self.session_id, None)
             self.session_id = principal.session_id
             self.services.live_sessions[self.session_id] = self
@@ -535,6 +542,16 @@ class RealtimeConnection:
             message = p.decode_client_message(data)
             event_id = message.event_id
             context_id = getattr(message, "context_id", None)
+            if self._resume_only is not None and not (
+                isinstance(message, p.SessionResume) and message.session_id == self._resume_only
+            ):
+                raise _Fatal(
+                    WSCloseCode.POLICY_VIOLATION,
+                    LimitExceeded(
+                        "the session this token names is live: this socket may only resume it",
+                        code="session_exists",
+                    ),
+                )
             if isinstance(message, p.SessionResume):
                 await self._resume(message, data)
             await self._dispatch(message)

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from voxgate.errors import StoreUnavailable
+from voxgate.errors import LimitExceeded, StoreUnavailable
 from voxgate.gateway.access.principal import Principal
 from voxgate.gateway.access.session_slots import MemorySessionSlots, SessionSlots
 from voxgate.gateway.cluster.forward import (
@@ -132,8 +132,11 @@ class Cluster:
             key_id=principal.key_id,
         )
         try:
-            if self.state is not None:
-                await self.state.own(owner, SESSION_TTL_S)
+            holder = await self.state.own(owner, SESSION_TTL_S) if self.state else None
+            if holder is not None:
+                raise LimitExceeded(
+                    f"session {session_id!r} is live on another node", code="session_exists"
+                )
             self._owned[session_id] = owner
         except BaseException:
             with contextlib.suppress(StoreUnavailable):

@@ -72,6 +72,15 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 )
 
+# KEYS the session's record; ARGV node, account, key, ttl ms. The other holder, or false.
+_OWN = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if node and node ~= ARGV[1] then return node end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'account', ARGV[2], 'key', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return false
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionOwner:
@@ -91,6 +100,7 @@ class RedisClusterState:
         self._renew = redis.register_script(_RENEW)
         self._claim = redis.register_script(_CLAIM)
         self._lapsed = redis.register_script(_LAPSED)
+        self._own = redis.register_script(_OWN)
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -131,17 +141,18 @@ class RedisClusterState:
 
     # -- sessions ---------------------------------------------------------------------
 
-    async def own(self, owner: SessionOwner, ttl_s: float) -> None:
-        """Record that ``owner.node_id`` holds the session."""
+    async def own(self, owner: SessionOwner, ttl_s: float) -> str | None:
+        """Record that ``owner.node_id`` holds the session; the other node that holds it
+        already, if one does (then nothing is written)."""
         record = self._session(owner.session_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                record,
-                mapping={"node": owner.node_id, "account": owner.account_id, "key": owner.key_id},
-            )
-            pipe.pexpire(record, _ms(ttl_s))
-            await pipe.execute()
+        holder = await self._own(
+            keys=[record],
+            args=[owner.node_id, owner.account_id, owner.key_id, _ms(ttl_s)],
+        )
+        if holder:
+            return str(holder)
         await self._redis.sadd(self._node_sessions(owner.node_id), owner.session_id)
+        return None
 
     async def refresh(self, owners: list[SessionOwner], ttl_s: float) -> None:
         """Keep the records of a node's live sessions (rewritten, should they have lapsed)."""
