@@ -178,8 +178,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "VOXGATE_RESUME_REPLAY_BYTES",
         "262144",
-        "Audio bytes a session keeps after the socket took them, to send again on resume "
-        "from the client's `last_seq`",
+        "Bytes of what the socket took (audio frames and turn events) a session keeps, to "
+        "send again on resume after the client's `last_seq`",
         "resume_replay_bytes",
         int,
     ),
