@@ -7,7 +7,7 @@ there.
 
 Redis beyond one server (that one is in ``tests/integration/conftest.py``): a three-master
 Redis Cluster shared by the test run, and a Sentinel setup (master, replica, three sentinels)
-of one test, which it may fail over.
+of one test, which it may fail over or kill the master of.
 """
 
 from __future__ import annotations
@@ -233,17 +233,20 @@ class SentinelServers:
     """A master, one replica and three sentinels watching them as service ``SERVICE``.
 
     ``url`` is the store's form of it (``redis+sentinel://``), naming every sentinel.
-    Failover is quick: a master is down after 1 s without an answer.
+    Failover is quick: a master is down after 1 s without an answer. A replica that must
+    sync in full (an old master rejoining) does so at once, not after Redis's 5 s delay.
     """
 
     SERVICE = "voxgate"
 
     def __init__(self, directory: Path) -> None:
         master_port, replica_port, *sentinel_ports = free_ports(5)
-        self.master = RedisProcess(directory / "master", master_port)
+        sync_now = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisProcess(directory / "master", master_port, *sync_now)
         self.replica = RedisProcess(
-            directory / "replica", replica_port, "--replicaof", "127.0.0.1", str(master_port)
-        )
+            directory / "replica", replica_port, *sync_now, "--replicaof", "127.0.0.1",
+            str(master_port),
+        )  # fmt: skip
         monitor = [
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {master_port} 2",
             f"sentinel down-after-milliseconds {self.SERVICE} 1000",
@@ -260,7 +263,7 @@ class SentinelServers:
     def start(self) -> None:
         self.master.start()
         self.replica.start()
-        _until(self._replica_in_sync, "the replica did not sync with the master")
+        _until(lambda: self._has_replica(self.master.port), "the replica did not sync")
         for sentinel in self.sentinels:
             sentinel.start()
         _until(self._sentinels_agree, "the sentinels did not see each other and the replica")
@@ -272,24 +275,49 @@ class SentinelServers:
 
     def failover(self) -> int:
         """SENTINEL FAILOVER: the replica is promoted; waits until every sentinel says so and
-        the old master follows it. The new master's port."""
+        the old master, demoted, has synced with it (Sentinel takes ~10 s to demote it). The
+        new master's port."""
         old = self.master_port()
         with redis.Redis(port=self.sentinels[0].port) as client:
             client.execute_command("SENTINEL", "FAILOVER", self.SERVICE)
-        new = self.replica.port if old == self.master.port else self.master.port
+        new = self._switched_from(old)
+        _until(lambda: self._has_replica(new), "the old master did not follow the new", 40.0)
+        return new
 
+    def kill_master(self) -> RedisProcess:
+        """SIGKILL the master (its data is gone: no persistence) and wait until every
+        sentinel names the replica master. The killed server, for :meth:`rejoin`."""
+        old = self.master_port()
+        killed = self.master if self.master.port == old else self.replica
+        killed.kill()
+        self._switched_from(old)
+        return killed
+
+    def rejoin(self, server: RedisProcess) -> None:
+        """Start a killed server again; waits until Sentinel has made it the master's
+        replica and it has synced (Sentinel demotes a returning master after ~10 s)."""
+        server.start()
+        _until(lambda: self._has_replica(self.master_port()), "it did not rejoin", 40.0)
+
+    def _switched_from(self, old: int) -> int:
         def switched() -> bool:
             ports = set()
             for sentinel in self.sentinels:
                 with redis.Redis(port=sentinel.port, decode_responses=True) as client:
                     ports.add(int(client.sentinel_get_master_addr_by_name(self.SERVICE)[1]))
-            return ports == {new} and _info(new, "replication")["role"] == "master"
+            if len(ports) != 1 or old in ports:
+                return False
+            return _info(ports.pop(), "replication")["role"] == "master"
 
         _until(switched, "the sentinels did not fail over")
-        return new
+        return self.master_port()
 
-    def _replica_in_sync(self) -> bool:
-        return _info(self.replica.port, "replication").get("master_link_status") == "up"
+    def _has_replica(self, master_port: int) -> bool:
+        """The master has a replica that has synced and acknowledges writes."""
+        info = _info(master_port, "replication")
+        return info["role"] == "master" and any(
+            info[f"slave{i}"]["state"] == "online" for i in range(info["connected_slaves"])
+        )
 
     def _sentinels_agree(self) -> bool:
         for sentinel in self.sentinels:
@@ -333,7 +361,8 @@ def redis_cluster_url(redis_cluster_servers: RedisClusterServers) -> Iterator[st
 
 @pytest.fixture
 def sentinel_servers(tmp_path: Path) -> Iterator[SentinelServers]:
-    """A master, a replica and three sentinels of this test alone (a test may fail it over)."""
+    """A master, a replica and three sentinels of this test alone (a test may fail it over,
+    or kill its master)."""
     servers = SentinelServers(tmp_path)
     try:
         servers.start()

@@ -9,8 +9,8 @@ with :func:`redis_client`, on whichever topology ``VOXGATE_REDIS_URL`` names::
     redis+cluster://[user:password@]n1:7000,n2:7001 a Redis Cluster, from any of its nodes
 
 (``rediss+sentinel://`` and ``rediss+cluster://`` speak TLS; a Sentinel URL may add
-``?sentinel_password=…`` when the sentinels have a password of their own.) The same URL
-serves ``voxgate serve`` and ``voxgate keys``.
+``?sentinel_password=…`` when the sentinels have a password of their own, and
+``?replica_acks=N``, below.) The same URL serves ``voxgate serve`` and ``voxgate keys``.
 
 Its commands time out after ``timeout_s`` (a store that is down or paused answers a
 handshake or a chunk's reserve within that time, instead of hanging it), and a command that
@@ -22,17 +22,32 @@ is down, has a slot without a master, or answers TRYAGAIN (a script's keys are s
 slot migration in progress) is an outage like a server that is down.
 
 Whatever still fails to reach Redis (refused, reset, timed out, no free connection, cluster
-down) comes out as :class:`StoreUnavailable`: code ``store_unavailable``, retryable,
+down, or a write refused ``NOREPLICAS`` by a master with ``min-replicas-to-write`` and too
+few replicas) comes out as :class:`StoreUnavailable`: code ``store_unavailable``, retryable,
 answered by the gateway as HTTP 503 with ``Retry-After`` or as an ``error`` event. Errors
 Redis itself answers (a bad script, a wrong type) are bugs and stay ``RedisError``.
 
 A timed-out command may still run once Redis comes back: every write the gateway makes is a
 script that is idempotent by its operation id, so the caller's retry or void is safe.
+
+Writes that must outlive a failover (the ledger's) go through :func:`run_write`. Behind
+Sentinel it sends the script and ``WAIT <replica_acks> <ms>`` together, on one connection:
+the answer counts only once that many replicas hold everything the connection wrote, and a
+write no replica acknowledged in time is ``StoreUnavailable`` too. Redis replicates
+asynchronously, and ``SENTINEL FAILOVER`` promotes the replica before it demotes the old
+master: a write acknowledged without ``WAIT`` can be lost with the old master. A demoted or
+isolated master has no replica to acknowledge, so its writes fail this way and are retried
+where Sentinel now points; the scripts are idempotent, so the retry applies once or
+replays. ``replica_acks`` is 1 unless the URL says otherwise (``?replica_acks=0`` takes
+writes a failover may lose, as before). One server and a cluster do not wait: a write stays
+one round trip there.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -43,7 +58,14 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -53,6 +75,8 @@ DEFAULT_TIMEOUT_S = 1.0
 RETRY_AFTER_S = 1
 SENTINEL_PORT = 26379
 REDIS_PORT = 6379
+SENTINEL_REPLICA_ACKS = 1
+MAX_REPLICA_ACKS = 16
 
 # RedisClusterException: no node of the cluster could be reached to learn its slots, or a
 # slot has no node (SlotNotCoveredError); ClusterError: CLUSTERDOWN, MASTERDOWN, or
@@ -69,6 +93,15 @@ _OUTAGE = (
 Topology = Literal["server", "sentinel", "cluster"]
 
 
+def refused_for_replicas(error: Exception) -> bool:
+    """NOREPLICAS: a master with ``min-replicas-to-write`` that has lost its replicas (as an
+    old master has, once Sentinel promoted its replica) refuses writes; an outage too."""
+    if not isinstance(error, ResponseError):
+        return False
+    code = getattr(error, "status_code", None)
+    return code == "NOREPLICAS" or str(error).startswith("NOREPLICAS")
+
+
 def unavailable(error: Exception) -> StoreUnavailable:
     return StoreUnavailable(
         f"the credit and key store cannot be reached ({type(error).__name__}); retry shortly",
@@ -76,23 +109,39 @@ def unavailable(error: Exception) -> StoreUnavailable:
     )
 
 
+@contextmanager
+def outages_unavailable() -> Iterator[None]:
+    """Outage errors (above) raised in the block come out as ``StoreUnavailable``."""
+    try:
+        yield
+    except _OUTAGE as error:
+        raise unavailable(error) from error
+    except ResponseError as error:
+        if refused_for_replicas(error):
+            raise unavailable(error) from error
+        raise
+
+
 class StorePipeline(Pipeline):
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        try:
+        with outages_unavailable():
             return await super().execute(raise_on_error)
-        except _OUTAGE as error:
-            raise unavailable(error) from error
 
 
 class StoreClient(Redis):
     """A Redis client (one server, or Sentinel's master) whose outage errors are
-    ``StoreUnavailable``."""
+    ``StoreUnavailable``.
+
+    ``replica_acks``: how many replicas :func:`run_write` waits for (0: none), for at most
+    ``replica_wait_ms``.
+    """
+
+    replica_acks = 0
+    replica_wait_ms = 0
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        try:
+        with outages_unavailable():
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except _OUTAGE as error:
-            raise unavailable(error) from error
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> StorePipeline:
         return StorePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -100,10 +149,8 @@ class StoreClient(Redis):
 
 class StoreClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
-        try:
+        with outages_unavailable():
             return await super().execute(raise_on_error, allow_redirections)
-        except _OUTAGE as error:
-            raise unavailable(error) from error
 
 
 class StoreClusterClient(RedisCluster):
@@ -133,10 +180,8 @@ class StoreClusterClient(RedisCluster):
             self._in_flight.release()
 
     async def _execute(self, *args: Any, **options: Any) -> Any:
-        try:
+        with outages_unavailable():
             return await super().execute_command(*args, **options)
-        except _OUTAGE as error:
-            raise unavailable(error) from error
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         """Non-transactional pipelines may span slots (redis-py splits them by node); a
@@ -152,6 +197,42 @@ StoreRedis: TypeAlias = Redis | RedisCluster
 :func:`redis_client` makes either."""
 
 
+async def run_write(
+    client: StoreRedis, script: AsyncScript, keys: list[str], args: list[Any]
+) -> Any:
+    """Run a script that writes: its answer, once the replicas the client asks for hold what
+    it wrote (the module docstring); ``StoreUnavailable`` if they did not within the time."""
+    acks = client.replica_acks if isinstance(client, StoreClient) else 0
+    if not acks:
+        return await script(keys=keys, args=args)
+    assert isinstance(client, StoreClient)
+    reply, replicas = await _script_then_wait(client, script, keys, args)
+    if isinstance(reply, NoScriptError):  # a master new by a failover: the WAIT did no harm
+        await client.script_load(script.script)
+        reply, replicas = await _script_then_wait(client, script, keys, args)
+    for answer in (reply, replicas):
+        if isinstance(answer, Exception):
+            raise unavailable(answer) if refused_for_replicas(answer) else answer
+    if int(replicas) < acks:
+        raise StoreUnavailable(
+            f"the store's master had {replicas} of {acks} replicas acknowledge a write within"
+            f" {client.replica_wait_ms} ms (failing over?); retry shortly",
+            retry_after_s=RETRY_AFTER_S,
+        )
+    return reply
+
+
+async def _script_then_wait(
+    client: StoreClient, script: AsyncScript, keys: list[str], args: list[Any]
+) -> list[Any]:
+    """EVALSHA and WAIT in one round trip, on one connection: errors are answered, not
+    raised (except an outage's)."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", client.replica_acks, client.replica_wait_ms)
+        return await pipe.execute(raise_on_error=False)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StoreAddress:
     """Where the store is, as a ``VOXGATE_REDIS_URL`` says (see the module docstring)."""
@@ -165,6 +246,7 @@ class StoreAddress:
     password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    replica_acks: int | None = None  # replicas a ledger write waits for; None: Sentinel's 1
     tls: bool = False
 
     def where(self) -> str:
@@ -218,9 +300,12 @@ def parse_store_url(url: str) -> StoreAddress:
         return StoreAddress(
             topology="cluster", url=url, nodes=nodes, username=username, password=password, tls=tls
         )
-    _refuse_options(options, {"sentinel_username", "sentinel_password"}, scheme)
+    _refuse_options(options, {"sentinel_username", "sentinel_password", "replica_acks"}, scheme)
     if not 1 <= len(segments) <= 2 or (len(segments) == 2 and not segments[1].isdigit()):
         raise ValueError("a Sentinel URL ends with /<service name>[/<db>]")
+    acks = options.get("replica_acks")
+    if acks is not None and (not acks.isdigit() or int(acks) > MAX_REPLICA_ACKS):
+        raise ValueError(f"replica_acks is a number of replicas, 0 to {MAX_REPLICA_ACKS}")
     return StoreAddress(
         topology="sentinel",
         url=url,
@@ -231,6 +316,7 @@ def parse_store_url(url: str) -> StoreAddress:
         password=password,
         sentinel_username=options.get("sentinel_username") or None,
         sentinel_password=options.get("sentinel_password") or None,
+        replica_acks=None if acks is None else int(acks),
         tls=tls,
     )
 
@@ -326,6 +412,10 @@ def _sentinel_client(
         **options,
     )
     assert isinstance(client, StoreClient)
+    acks = address.replica_acks
+    client.replica_acks = SENTINEL_REPLICA_ACKS if acks is None else acks
+    # Half the command timeout: the WAIT answers (failed) before the socket gives up on it.
+    client.replica_wait_ms = max(1, int(timeout_s * 500))
     return client
 
 

@@ -1,20 +1,25 @@
 """The store through real Sentinels: the master found by name, and failovers.
 
-After a failover between calls the ledger goes on on the new master; a failover under a live
-turn should leave it exact, as after the store faults of ``test_store_faults`` (settlements
-caught up, nothing held, what was committed is what the session reported), but may not yet:
-see the mark on that test.
+After a failover between calls the ledger goes on on the new master. A ledger write counts
+once the replica holds it (``WAIT``): one it did not acknowledge is ``StoreUnavailable``,
+and its retry by op_id applies it once. So a failover under a live turn, ordered
+(``SENTINEL FAILOVER``) or forced (the master killed -9), leaves the ledger exact, as after
+the store faults of ``test_store_faults``: settlements caught up, nothing held, what was
+committed is what the session reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import pytest
 
-from tests.conftest import SentinelServers, Target
+from tests.conftest import RedisProcess, SentinelServers, Target
 from tests.gateway_harness import receive_until, running_gateway
 from tests.integration.test_ledger import assert_consistent
 from tests.integration.test_store_faults import KEY, assert_turn_accounted, speak
@@ -24,6 +29,17 @@ from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.store import StoreClient, redis_client
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@contextmanager
+def stopped(server: RedisProcess) -> Iterator[None]:
+    """SIGSTOP: the server keeps its connections and answers nothing until SIGCONT."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -63,12 +79,6 @@ async def test_the_ledger_follows_a_failover(sentinel_servers: SentinelServers) 
 
 
 @pytest.mark.engine_only
-@pytest.mark.xfail(
-    reason="SENTINEL FAILOVER promotes the replica before it demotes the old master: a"
-    " settlement that old master acknowledged in between is lost with it (docs/redis.md);"
-    " exact needs writes acknowledged by the replica (WAIT), not built yet",
-    strict=False,
-)
 async def test_a_failover_mid_turn_leaves_the_ledger_exact(
     target: Target,
     http: aiohttp.ClientSession,
@@ -80,6 +90,109 @@ async def test_a_failover_mid_turn_leaves_the_ledger_exact(
         ws, received = await speak(http, gateway)
         await receive_until(ws, "chunk.ended", received, timeout=30)
         await asyncio.to_thread(sentinel_servers.failover)
+        await receive_until(ws, "context.done", received, timeout=60)
+        charged = assert_turn_accounted(received)
+        assert charged > 0
+        await ws.close()
+        account = await account_of(gateway.services, KEY)
+        await assert_ledger_exact(gateway.services, {account: charged})
+
+
+async def test_a_write_the_replica_did_not_acknowledge_is_unavailable_and_retried_once(
+    sentinel_servers: SentinelServers,
+) -> None:
+    ledger = RedisLedger.from_url(sentinel_servers.url)
+    await ledger.create_account("acme", 100)
+    with stopped(sentinel_servers.replica), pytest.raises(StoreUnavailable, match="0 of 1"):
+        await ledger.reserve("acme", "s1", 30, "op1")
+    # The master applied it; the same op_id again is a replay, held once.
+    again = await ledger.reserve("acme", "s1", 30, "op1")
+    assert not again.created
+    assert (await ledger.balance("acme")).held == 30
+    with stopped(sentinel_servers.replica):
+        with pytest.raises(StoreUnavailable):
+            await ledger.commit("op1", 10)
+        # A replay the replica has not acknowledged either is no answer yet.
+        with pytest.raises(StoreUnavailable):
+            await ledger.commit("op1", 10)
+    outcome = await ledger.commit("op1", 10)
+    assert (outcome.applied, outcome.charged) == (False, 10)
+    balance = await ledger.balance("acme")
+    assert (balance.committed, balance.held, balance.available) == (10, 0, 90)
+    await assert_consistent(ledger)
+    await ledger.aclose()
+
+
+async def test_replica_acks_0_takes_writes_no_replica_has(
+    sentinel_servers: SentinelServers,
+) -> None:
+    ledger = RedisLedger.from_url(sentinel_servers.url + "?replica_acks=0")
+    await ledger.create_account("acme", 100)
+    with stopped(sentinel_servers.replica):
+        assert (await ledger.reserve("acme", "s1", 30, "op1")).created
+    await ledger.aclose()
+
+
+async def test_a_master_with_min_replicas_to_write_refusing_a_write_is_unavailable(
+    sentinel_servers: SentinelServers,
+) -> None:
+    ledger = RedisLedger.from_url(sentinel_servers.url)
+    await ledger.create_account("acme", 100)
+    client = redis_client(sentinel_servers.url, max_connections=2)
+    await client.config_set("min-replicas-to-write", 1)
+    await client.config_set("min-replicas-max-lag", 1)
+    with stopped(sentinel_servers.replica):
+        await asyncio.sleep(2.5)  # the replica's last acknowledgement is older than the lag
+        with pytest.raises(StoreUnavailable, match="ResponseError"):
+            await ledger.reserve("acme", "s1", 30, "op1")
+        with pytest.raises(StoreUnavailable):
+            await client.set("voxgate:probe", "1")
+    for _ in range(50):  # until the replica, running again, has acknowledged
+        try:
+            reserved = await ledger.reserve("acme", "s1", 30, "op1")
+            break
+        except StoreUnavailable:
+            await asyncio.sleep(0.1)
+    # The refused reserve changed nothing: this one holds.
+    assert reserved.created
+    await client.aclose()
+    await ledger.aclose()
+
+
+async def test_a_master_killed_leaves_every_acknowledged_write_and_waits_for_a_replica(
+    sentinel_servers: SentinelServers,
+) -> None:
+    ledger = RedisLedger.from_url(sentinel_servers.url)
+    await ledger.create_account("acme", 100)
+    await ledger.reserve("acme", "s1", 30, "op1")
+    await ledger.commit("op1", 25)
+    await ledger.reserve("acme", "s1", 20, "op2")
+    killed = await asyncio.to_thread(sentinel_servers.kill_master)
+    # The new master has no replica yet: it takes no ledger write, however often asked.
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await ledger.refund("op2")
+    await asyncio.to_thread(sentinel_servers.rejoin, killed)
+    assert (await ledger.refund("op2")).released == 20
+    balance = await ledger.balance("acme")
+    assert (balance.committed, balance.held, balance.available) == (25, 0, 75)
+    await assert_consistent(ledger)
+    await ledger.aclose()
+
+
+@pytest.mark.engine_only
+async def test_a_master_killed_mid_turn_leaves_the_ledger_exact(
+    target: Target,
+    http: aiohttp.ClientSession,
+    sentinel_servers: SentinelServers,
+) -> None:
+    async with running_gateway(
+        target, redis_url=sentinel_servers.url, api_keys=(f"{KEY}:100000",)
+    ) as gateway:
+        ws, received = await speak(http, gateway)
+        await receive_until(ws, "chunk.ended", received, timeout=30)
+        killed = await asyncio.to_thread(sentinel_servers.kill_master)
+        await asyncio.to_thread(sentinel_servers.rejoin, killed)
         await receive_until(ws, "context.done", received, timeout=60)
         charged = assert_turn_accounted(received)
         assert charged > 0

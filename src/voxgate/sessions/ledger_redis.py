@@ -17,6 +17,13 @@ Round trips: ``reserve``, ``commit`` and ``refund`` are one EVALSHA each and tou
 outside the account's slot (a pipeline, or a second command, would double their latency).
 They are called once per text chunk, never per audio frame.
 
+Durability: the scripts that change the books for their caller (create, credit, reserve,
+commit, refund, void, release) go through ``store.run_write``: behind Sentinel their answer
+comes once a replica holds what they wrote (one pipelined ``EVALSHA`` + ``WAIT``), and a write
+no replica acknowledged is ``StoreUnavailable``, retried (settlements) or voided (a reserve)
+by its op_id. Balance, usage and listings only read, and sweep expired holds on the way: a
+sweep a failover loses is done again by the next script.
+
 ``commit(op_id)`` and ``refund(op_id)`` find the account in this process's memory of the
 op_ids it reserved (the 65,536 most recent): a session's chunks are reserved and settled by the
 worker that holds the session. Another process settles by passing ``account_id=``.
@@ -69,7 +76,7 @@ from voxgate.sessions.ledger import (
     unknown_session,
 )
 from voxgate.store import DEFAULT_TIMEOUT_S as DEFAULT_STORE_TIMEOUT_S
-from voxgate.store import StoreRedis, decodes_responses, redis_client
+from voxgate.store import StoreRedis, decodes_responses, redis_client, run_write
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +173,7 @@ class RedisLedger:
         check_amount("balance", balance, 0)
         async with self._in_flight:
             await self._redis.sadd(self._accounts_key, account_id)
-        if not await self._call(self._create, account_id, balance):
+        if not await self._call(self._create, account_id, balance, write=True):
             raise InvalidInput(f"account {account_id!r} already exists", code="account_exists")
         return await self.balance(account_id)
 
@@ -174,7 +181,9 @@ class RedisLedger:
         check_id("account_id", account_id)
         check_id("op_id", op_id)
         check_amount("amount", amount, 1)
-        reply = await self._call(self._credit, account_id, op_id, amount, declare=("credits",))
+        reply = await self._call(
+            self._credit, account_id, op_id, amount, declare=("credits",), write=True
+        )
         if reply[0] == "unknown_account":
             raise unknown_account(account_id)
         if reply[0] == "op_conflict":
@@ -208,7 +217,7 @@ class RedisLedger:
         ttl_ms = max(1, to_ms(ttl_s))
         args = (op_id, session_id, amount, ttl_ms)
         declare = (f"op:{op_id}", f"sess:{session_id}")
-        reply = await self._call(self._reserve, account_id, *args, declare=declare)
+        reply = await self._call(self._reserve, account_id, *args, declare=declare, write=True)
         status = reply[0]
         if status == "unknown_account":
             raise unknown_account(account_id)
@@ -252,7 +261,7 @@ class RedisLedger:
         check_id("session_id", session_id)
         check_id("account_id", account_id)
         declare = (f"sess:{session_id}",)
-        reply = await self._call(self._release, account_id, session_id, declare=declare)
+        reply = await self._call(self._release, account_id, session_id, declare=declare, write=True)
         if reply[0] == "unknown_account":
             raise unknown_account(account_id)
         return int(reply[1])
@@ -320,15 +329,21 @@ class RedisLedger:
         *args: str | int,
         declare: tuple[str, ...] = (),
         now_arg: int | str | None = None,
+        write: bool = False,
     ) -> Any:
         """Run a script on the account's keys: its three own ones, the ``declare``d ones
-        (``op:<id>``, ``sess:<id>``, ``credits``) and those it answers as undeclared."""
+        (``op:<id>``, ``sess:<id>``, ``credits``) and those it answers as undeclared.
+        ``write``: its answer waits for the replicas the store asks for (``run_write``)."""
         base = f"{self._prefix}ledger:{{{account_id}}}:"
         keys = [base + name for name in ("acct", "holds", "sessions", *declare)]
         now = self._now_arg() if now_arg is None else now_arg
         for _ in range(MAX_DECLARE_ROUNDS):
+            script_args = [base, now, self._retention_ms, *args]
             async with self._in_flight:
-                reply = await script(keys=keys, args=[base, now, self._retention_ms, *args])
+                if write:
+                    reply = await run_write(self._redis, script, keys, script_args)
+                else:
+                    reply = await script(keys=keys, args=script_args)
             if not (isinstance(reply, list) and reply and reply[0] == "undeclared"):
                 return reply
             keys += reply[1:]
@@ -390,8 +405,9 @@ class RedisLedger:
             # Naming the hold's session spares a round trip (the script would ask for it).
             sessions = (known[1],) if known and known[0] == account_id else tombstone[:1]
             declare = (f"op:{op_id}", *(f"sess:{s}" for s in sessions))
+            args = (op_id, action, charge, *tombstone)
             reply = await self._call(
-                self._settle_script, account_id, op_id, action, charge, *tombstone, declare=declare
+                self._settle_script, account_id, *args, declare=declare, write=True
             )
         if reply[0] == "invalid_amount":
             raise invalid_commit(op_id, amount or 0, int(reply[1]))

@@ -10,6 +10,11 @@ caller declares the keys it can name; a script first works out every key it will
 ``{'undeclared', key, ...}`` having changed nothing, and the caller calls again declaring
 them. Keys are named from the account's key prefix (``ARGV[1]``), so all of them hash to the
 account's slot; ``KEYS[1]`` is always the account hash, which routes the call.
+
+A replay (an op_id already applied: the caller's retry) counts itself in the account's
+``replays`` field. That write is what makes the replay durable behind Sentinel: ``WAIT``
+waits for what its connection wrote last, and a replay that wrote nothing would be answered
+as soon as the replica had some older write, maybe before the one it replays.
 """
 
 from __future__ import annotations
@@ -127,7 +132,9 @@ if redis.call('EXISTS', acct) == 0 then return {'unknown_account'} end
     + """
 local previous = redis.call('HGET', credits, ARGV[4])
 if previous and previous ~= ARGV[5] then return {'op_conflict', previous} end
-if not previous then
+if previous then
+  bump(acct, 'replays', 1)
+else
   redis.call('HSET', credits, ARGV[4], ARGV[5])
   bump(acct, 'credited', tonumber(ARGV[5]))
   bump(acct, 'available', tonumber(ARGV[5]))
@@ -152,6 +159,7 @@ if not a[1] then return {'unknown_account'} end
 local h = redis.call('HMGET', opk, 'session', 'amount', 'state', 'expires')
 if h[3] then
   if h[1] ~= session or tonumber(h[2]) ~= amount then return {'op_conflict', h[1], h[2]} end
+  bump(acct, 'replays', 1)
   return {'replay', h[3], tonumber(h[4])}
 end
 if tonumber(a[1]) < amount then return {'quota', tonumber(a[1]), tonumber(a[2] or 0)} end
@@ -201,7 +209,10 @@ if not h[3] and ARGV[7] then
   return {'refunded', 0, 0, 0}
 end
 if not h[3] then return {'unknown', 0, 0, 0} end
-if h[3] ~= 'held' then return {h[3], tonumber(h[4]), tonumber(h[5]), 0} end
+if h[3] ~= 'held' then
+  bump(acct, 'replays', 1)
+  return {h[3], tonumber(h[4]), tonumber(h[5]), 0}
+end
 local amount, charged, state, kind = tonumber(h[2]), 0, 'refunded', 'refunds'
 if ARGV[5] == 'commit' then
   charged, state, kind = tonumber(ARGV[6]) or amount, 'committed', 'commits'
