@@ -12,9 +12,9 @@ measures:
                       so a listener that buffers that lead never runs dry while lateness
                       stays under 80 ms. A level passes with lateness p99 <= 20 ms and no
                       frame over 80 ms late. Turns start spread over 2 s. Levels ramp until
-                      two fail in a row. The node's CPU (user + system, from /proc) and
-                      this script's (the clients) are shown per level: the engine, the
-                      clients, haproxy, Redis and the other node share the machine.
+                      two fail in a row. CPU (user + system, from /proc) of the node, of
+                      the engine and of this script (the clients) is shown per level: they,
+                      haproxy, Redis and the other node share the machine.
   WHEP attach         a real aiortc peer attaches to a session of node 0 whose turn is
                       playing: the offer posted to node 0 itself (direct) or to node 1,
                       which forwards it (forwarded), alternately. Answer time is the POST
@@ -85,8 +85,8 @@ STAGGER_S = 2.0
 
 
 @contextlib.contextmanager
-def engine_process() -> Iterator[str]:
-    """``voxgate local-tts`` on a free port, the upstream of every node; its base URL."""
+def engine_process() -> Iterator[tuple[str, int]]:
+    """``voxgate local-tts`` on a free port, the upstream of every node; (base URL, pid)."""
     port = free_port()
     env = {**os.environ, "VOXTRAL_LOCAL_API_KEYS": f"{ENGINE_KEY}:1000000000"}
     command = [sys.executable, "-m", "voxgate", "local-tts", "--port", str(port)]
@@ -101,7 +101,7 @@ def engine_process() -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/api/tts"
+        yield f"http://127.0.0.1:{port}/api/tts", process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -155,7 +155,9 @@ async def paced_session(
     return lateness
 
 
-async def sessions_level(http: aiohttp.ClientSession, node: Node, sessions: int) -> bool:
+async def sessions_level(
+    http: aiohttp.ClientSession, node: Node, sessions: int, engine_pid: int
+) -> bool:
     start = asyncio.Event()
     assert node.process is not None
     stagger = random.Random(sessions)  # turns start spread over STAGGER_S, as callers do
@@ -165,12 +167,13 @@ async def sessions_level(http: aiohttp.ClientSession, node: Node, sessions: int)
     ]
     await asyncio.sleep(0.5 + sessions * 0.01)  # every socket open and configured
     cpu_before, wall_before = cpu_seconds(node.process.pid), time.monotonic()
-    client_before = _own_cpu()
+    client_before, engine_before = _own_cpu(), cpu_seconds(engine_pid)
     start.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     cpu = cpu_seconds(node.process.pid) - cpu_before
     wall = time.monotonic() - wall_before
     client_cpu = _own_cpu() - client_before
+    engine_cpu = cpu_seconds(engine_pid) - engine_before
     failures = [r for r in results if isinstance(r, BaseException)]
     lateness = [x for r in results if isinstance(r, list) for x in r]
     p99, worst = percentile(lateness, 0.99), max(lateness, default=0.0)
@@ -178,7 +181,8 @@ async def sessions_level(http: aiohttp.ClientSession, node: Node, sessions: int)
     print(
         f"  {sessions:4d} sessions  frames {len(lateness):6d}  lateness p50 "
         f"{percentile(lateness, 0.5):5.1f}  p99 {p99:6.1f}  max {worst:7.1f} ms  "
-        f"node CPU {100 * cpu / wall:5.1f} %  clients {100 * client_cpu / wall:5.1f} %  "
+        f"CPU: node {100 * cpu / wall:5.1f} %  engine {100 * engine_cpu / wall:5.1f} %  "
+        f"clients {100 * client_cpu / wall:5.1f} %  "
         f"{'pass' if passed else 'FAIL'}"
         + (f"  ({len(failures)} sessions failed: {failures[0]!r})" if failures else "")
     )
@@ -190,14 +194,14 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def sessions_per_node(cluster: LocalCluster, levels: list[int]) -> None:
+async def sessions_per_node(cluster: LocalCluster, levels: list[int], engine_pid: int) -> None:
     print("\nSessions one node holds, audio paced in real time (straight to node 0's port):")
     node = cluster.nodes[0]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         failed_in_a_row = 0
         for sessions in levels:
-            passed = await sessions_level(http, node, sessions)
+            passed = await sessions_level(http, node, sessions, engine_pid)
             failed_in_a_row = 0 if passed else failed_in_a_row + 1
             if failed_in_a_row == 2:
                 break
@@ -537,11 +541,13 @@ async def held_when(
 # ---- main ----------------------------------------------------------------------------
 
 
-async def measure(cluster: LocalCluster, redis_url: str, args: argparse.Namespace) -> None:
+async def measure(
+    cluster: LocalCluster, redis_url: str, engine_pid: int, args: argparse.Namespace
+) -> None:
     await redis_per_turn(cluster, redis_url)
     await whep_attach(cluster, args.samples)
     await resume_cost(cluster, args.samples)
-    await sessions_per_node(cluster, args.levels)
+    await sessions_per_node(cluster, args.levels, engine_pid)
     await node_death(cluster, redis_url, LEASE_S)
 
 
@@ -563,7 +569,7 @@ def main() -> None:
     }
     with (
         redis_server(args.redis_server) as redis_url,
-        engine_process() as engine_url,
+        engine_process() as (engine_url, engine_pid),
         tempfile.TemporaryDirectory() as tmp,
     ):
         settings["VOXTRAL_BASE_URL"] = engine_url
@@ -582,7 +588,7 @@ def main() -> None:
                 "upstream one `voxgate local-tts` process; "
                 f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
             )
-            asyncio.run(measure(cluster, redis_url, args))
+            asyncio.run(measure(cluster, redis_url, engine_pid, args))
 
 
 if __name__ == "__main__":
