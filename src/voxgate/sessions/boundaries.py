@@ -9,17 +9,23 @@ on the text, never on how it was split into tokens.
 A boundary is punctuation followed by a space (or by anything, for CJK marks and an attached
 em dash), confirmed only once the next word begins. It is not a boundary inside a number
 (3.14, 1,000, 10:30), a version, a URL or an e-mail address (no space follows), after an
-abbreviation (Dr., e.g., z.B.), an initial (J. R. R. Tolkien) or a German ordinal date (3.
-Mai), nor inside open quotes or brackets (which reset at a line break). A period, ellipsis,
-``?`` or ``!`` followed by a lower-case word is no sentence end (``?`` and ``…`` then count as
-clause boundaries). A line break is a sentence boundary (headings, list items). Words with
-nothing to say (``:)``, ``—``, emoji) after a boundary join the chunk before it.
+abbreviation of the session's language (Dr., e.g., z.B., Lic., ad es.; the tables are in
+:mod:`voxgate.sessions.languages`), a single letter (J. R. R. Tolkien, z. Z.), an ordinal
+(am 3. Mai), or a list marker (a number at the start of the text or of a line, or after a
+sentence end: "1. ", "2.)"), nor inside open quotes or brackets (which reset at a line
+break). A period, ellipsis (``...``, ``…``, ``. . .``), ``?`` or ``!`` followed by a
+lower-case word ends nothing ("Yahoo! in", "I was... thinking"). A line break is a sentence
+boundary (headings, list items), and so is the start of a list item inside a line ("• 10.",
+"⁃10.", "2.)"). Words with nothing to say (``:)``, ``—``, emoji) after a boundary join the
+chunk before it.
 """
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
+from voxgate.sessions.languages import LanguageRules, rules_for
 
 __all__ = [
     "CLAUSE",
@@ -31,6 +37,7 @@ __all__ = [
 ]
 
 CLAUSE, SENTENCE = 1, 2
+_ITEM_MARKS = frozenset("•⁃")  # inside a line, each starts a list item
 _HARD_STOPS = frozenset("。！？।॥؟۔")  # end a sentence whatever case follows
 _CJK_MARKS = frozenset("。！？，、；：")  # need no space after them
 _CLAUSE_MARKS = frozenset(",;:，、；：،؛—")
@@ -48,29 +55,19 @@ _SURE_CLOSERS = _CLOSERS - _AMBIGUOUS - _APOSTROPHES
 _LEADING = "".join(_PAIRS) + "¿¡'’"
 NO_BREAK_BEFORE = _PUNCT | _CLOSERS | {"%"}  # never start a chunk with "?" (French "Quoi ?")
 WORD_ENDS = (_PUNCT - _LOOSE_DASHES) | _CLOSERS - _APOSTROPHES  # "you." is a whole word
-_SPECIAL = _PUNCT | _CLOSERS | frozenset(_PAIRS) | {" ", "\n"}
+_SPECIAL = _PUNCT | _CLOSERS | frozenset(_PAIRS) | _ITEM_MARKS | {" ", "\n"}
 _PLAIN = re.compile("[^" + re.escape("".join(sorted(_SPECIAL))) + "]+")
+_LEADING_MARKS = _LEADING + "".join(_ITEM_MARKS)
+_CITATION = r"\[\d{1,3}(?:[–-]\d{1,3})?\]"  # "[1]", "[2–11]"
+_CITED = re.compile(f"([.!?…]+[\"'”’)]*)(?:{_CITATION})+")  # "martyr.[1][2]"
+_PARTIAL_CITATION = re.compile(r"(?:\[\d{0,3}(?:[–-]\d{0,3})?\]?)*")
+_CITATION_WORD = re.compile(f"(?:{_CITATION})+(?=[ \n]|$)")  # "gas. [1] It"
 _MAX_DEPTH = 16  # unbalanced openers beyond this are ignored
 _SKIP_LIMIT = 32  # how far unspeakable words after a boundary may move it
 _LOOKBEHIND = 40  # enough for any abbreviation and the word before it
 
 
-# Never end a sentence: titles, and abbreviations that a capitalised word follows mid-sentence.
-def _word_set(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
-_ABBREVIATIONS = _word_set(
-    "mr mrs ms mx dr drs prof st sr sra srta sres dra dres mme mlle mmes hr hrn fr frl dhr "
-    "mevr sig sig.ra sig.na dott dott.ssa avv ing dipl rev gen gov sen rep capt lt sgt cpl "
-    "hon supt ud uds vd vds e.g i.e vs cf approx ca z.b u.a d.h bzw vgl evtl ggf inkl sog "
-    "p.ex env av avda bijv o.a d.w.z m.a.w esp"
-)
-_NUMBER_ABBREVIATIONS = _word_set("no nr nº núm num art fig figs vol p pp ch chap sec tel")
-_MAY_END = frozenset(["a.m", "p.m"])  # dotted, yet often the end of a sentence
-_GERMAN_MONTHS = _word_set(
-    "januar jänner februar märz april mai juni juli august september oktober november dezember"
-)
+_ELISION = re.compile("^[^\\W\\d_]{1,3}['’]")  # "l'", "dell'", "d’": before an abbreviation
 
 
 class Boundary(NamedTuple):
@@ -100,7 +97,9 @@ class BoundaryScanner:
     absolute, like the Segmenter's.
     """
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, rules: LanguageRules | None = None) -> None:
+        self._rules = rules if rules is not None else rules_for("en")
+        self._turn_start = start
         self.scanned = start  # the first character the scanner has not seen
         self.boundaries: list[Boundary] = []  # found so far and not yet cut, in order
         self._stack: list[str] = []  # closers expected for the open quotes and brackets
@@ -140,6 +139,9 @@ class BoundaryScanner:
         c = buf[i]
         if c == "\n":
             self._line_break(i, final)
+        elif c in _ITEM_MARKS:
+            if i and buf[i - 1] == " ":
+                self._add(Boundary(self._base + i, SENTENCE, bool(self._stack)))
         elif c in _PUNCT or c in _CLOSERS:
             stack = self._stack.copy()
             end = self._cluster_end(i, stack, final)
@@ -206,9 +208,21 @@ class BoundaryScanner:
         buf = self._buf
         cluster = buf[i:end]
         kind = _kind(cluster)
+        if kind is None and cluster[0] in ")]":
+            i, kind = self._after_marker(i, end, stack)
+            cluster = buf[i:end]
         if kind is None or end == len(buf):
             return None  # at the end of the turn the flush takes the rest anyway
         after = buf[end]
+        if kind == "period" and i >= 2 and buf[i - 2 : i] == ". ":
+            kind = "ellipsis"  # the last dot of ". . ."
+        if kind in ("period", "ellipsis") and after == " ":
+            if end + 1 == len(buf) and not final:
+                raise _NeedMore
+            if buf[end + 1 : end + 2] == ".":
+                return None  # ". . ." goes on: its last dot decides
+        if kind == "period" and cluster.startswith(".)"):
+            self._item_start(i)
         if after == " " or after == "\n":
             if kind == "dash" and i and not buf[i - 1].isspace():
                 return None  # "well-known", "2010–2020"
@@ -225,6 +239,18 @@ class BoundaryScanner:
             strength = min(strength, CLAUSE)  # 「…。」と言った: a quote inside a sentence
         return Boundary(self._base + nxt.pos, strength, bool(nxt.stack)) if strength else None
 
+    def _after_marker(self, i: int, end: int, stack: list[str]) -> tuple[int, str | None]:
+        """A ")" or "]" that no punctuation precedes: "item 2) The" starts an item there;
+        "martyr.[1] The" ends a sentence at its period, the citation joining it."""
+        buf = self._buf
+        if buf[i] == ")" and len(stack) == len(self._stack):  # it closed no bracket
+            self._item_start(i)
+            return i, None
+        found = _CITED.search(buf, max(0, i - _LOOKBEHIND), i + 1)
+        if found is None or found.end() != i + 1:
+            return i, None
+        return found.start(), _kind(found.group(1))
+
     def _attached(self, cluster: str, kind: str, i: int, after: str) -> bool:
         """Whether a boundary needs no space after it: CJK marks, "word—word"."""
         if after in _PUNCT or after in _CLOSERS:
@@ -238,27 +264,73 @@ class BoundaryScanner:
         if kind == "stop":
             return SENTENCE
         lower = nxt.char.islower()
-        if kind in ("ask", "ellipsis"):  # 'he asked "why?" and left', "I was... thinking"
-            return CLAUSE if lower else SENTENCE
+        clause = CLAUSE if any(c in _CLAUSE_MARKS for c in cluster) else 0
+        if kind in ("ask", "ellipsis"):  # 'at Yahoo! in the', "I was... thinking"
+            return clause if lower else SENTENCE
         if kind == "period":
-            if not lower and self._period_ends(i, nxt, final):
+            if not lower and self._period_ends(i, cluster, nxt, final):
                 return SENTENCE
-            return CLAUSE if any(c in _CLAUSE_MARKS for c in cluster) else 0
+            return clause
         return CLAUSE
 
-    def _period_ends(self, i: int, nxt: _Next, final: bool) -> bool:
+    def _period_ends(self, i: int, cluster: str, nxt: _Next, final: bool) -> bool:
         word, previous = self._words_before(i)
-        key = word.lower()
-        if not _is_number(previous):  # "5 ms." and "7 p.m." are units and times
-            if key in _ABBREVIATIONS or _is_dotted(key):
-                return False
-            if len(word) == 1 and word.isupper():
-                return False  # an initial: a wrong merge is harmless, a split name is not
-            if key in _NUMBER_ABBREVIATIONS and nxt.char.isdigit():
-                return False
-        if word.isdigit() and len(word) <= 2:  # "am 3. Mai" is a German date
-            return self._next_letters(nxt.at, final).lower() not in _GERMAN_MONTHS
+        rules = self._rules
+        if word.isdigit() and len(word) <= 3:
+            if cluster.startswith(".)") or self._list_marker(i - len(word)):
+                return False  # "1. Preheat", "oven. 2. Mix", "2.) The"
+            if rules.ordinal_words:  # "am 3. Mai", "im 1. Jahrhundert"
+                return self._next_letters(nxt.at, final).lower() not in rules.ordinal_words
+            return True
+        if _is_number(previous):  # "5 ms." and "7 p.m." are units and times...
+            return not nxt.char.isdigit()  # ...and "2 lb. 4 oz." goes on
+        key = _ELISION.sub("", word.lower())  # "l'Ing." is "Ing."
+        pair = f"{previous.lower().rstrip('.')} {key}"  # "ad es.", "Dr. med."
+        if key in rules.titles or pair in rules.titles:
+            return False
+        if len(word) == 1 and word.isalpha():
+            return False  # an initial ("J. R. R."), "z. Z.": a wrong merge is harmless
+        if nxt.char.isdigit() and key in rules.before_numbers:
+            return False
+        if key in rules.abbreviations or pair in rules.abbreviations or _is_dotted(key):
+            # "the U.S. Army", "z.B. Äpfel", but "in the U.S. How about you?"
+            return key in rules.may_end or self._starter(nxt.at, final)
         return True
+
+    def _starter(self, at: int, final: bool) -> bool:
+        """Whether the word at ``at`` is one that typically starts a sentence ("The")."""
+        word = self._next_letters(at, final)
+        if at + len(word) == len(self._buf) and not final:
+            raise _NeedMore
+        return word.lower() in self._rules.starters
+
+    def _list_marker(self, i: int) -> bool:
+        """Whether the number at ``i`` starts a list item: it starts the text or a line, or
+        follows a sentence end or another item mark."""
+        if self._base + i == self._turn_start:
+            return True
+        buf = self._buf
+        k = i - 1
+        while k >= 0 and buf[k] == " ":
+            k -= 1
+        if k < 0:
+            return False
+        c = buf[k]
+        if c == ".":  # after a sentence end, not after "núm." or "S."
+            word = buf[max(0, k - _LOOKBEHIND) : k].split()[-1:]
+            key = word[0].lower() if word else ""
+            rules = self._rules
+            return len(key) > 1 and key not in rules.before_numbers and key not in rules.titles
+        return c in "!?:;…\n" or c in _ITEM_MARKS or c in _HARD_STOPS
+
+    def _item_start(self, dot: int) -> None:
+        """ "item 2.) The": a list item starts at the number, when a space is before it."""
+        buf = self._buf
+        start = dot
+        while start > 0 and buf[start - 1].isdigit():
+            start -= 1
+        if 0 < start < dot and dot - start <= 3 and buf[start - 1] == " ":
+            self._add(Boundary(self._base + start, SENTENCE, bool(self._stack)))
 
     def _words_before(self, i: int) -> tuple[str, str]:
         """The word ending at i (openers stripped) and the word before it."""
@@ -269,7 +341,7 @@ class BoundaryScanner:
             words.pop(0)  # cut short by the window: too long to be an abbreviation
         if not words or buf[i - 1].isspace():
             return "", ""
-        return words[-1].lstrip(_LEADING), words[-2] if len(words) > 1 else ""
+        return words[-1].lstrip(_LEADING_MARKS), words[-2] if len(words) > 1 else ""
 
     def _next_letters(self, index: int, final: bool) -> str:
         buf = self._buf
@@ -292,6 +364,11 @@ class BoundaryScanner:
         frozen = False  # a line break, or the skip limit, fixes the boundary
         while True:
             m = k
+            if not frozen and buf[k : k + 1] == "[":  # "gas. [1] It": the citation joins
+                if _PARTIAL_CITATION.match(buf, k).end() == len(buf) and not final:  # type: ignore[union-attr]
+                    raise _NeedMore
+                cited = _CITATION_WORD.match(buf, k)
+                m = cited.end() if cited else m
             while m < len(buf) and buf[m] != " " and buf[m] != "\n":
                 c = buf[m]
                 if c.isalnum():
@@ -359,8 +436,4 @@ def _is_number(word: str) -> bool:
 def _is_dotted(key: str) -> bool:
     """ "e.g", "z.b", "u.s.a", "ph.d": short letter groups joined by dots."""
     parts = key.split(".")
-    return (
-        len(parts) > 1
-        and key not in _MAY_END
-        and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
-    )
+    return len(parts) > 1 and all(0 < len(p) <= 2 and p.isalpha() for p in parts)

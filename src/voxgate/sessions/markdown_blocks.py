@@ -4,8 +4,9 @@ At the start of a line (after indentation and ``>`` quote markers, which go):
 
 * fenced code (a line opening with 3+ backticks or tildes) is dropped entirely, fences
   included, up to a closing fence at least as long, or to the end of the turn;
-* ``#`` heading marks, list bullets (``-``, ``*``, ``+`` then a space; ``•``), numbering of
-  1–3 digits (``1.``, ``2)``) and task boxes (``[ ]``, ``[x]``) are dropped;
+* ``#`` heading marks, list bullets (``-``, ``*``, ``+`` then a space; ``•``) and task
+  boxes (``[ ]``, ``[x]``) are dropped; numbering (``1.``, ``2)``) is kept, since a spoken
+  list is read with its numbers ("1. Preheat the oven");
 * horizontal rules and setext underlines (a line of 3+ ``-``, ``*``, ``_`` or ``=``, spaces
   allowed) are dropped, and so are table delimiter rows (``|---|:--:|``);
 * a line starting with ``|`` is a table row: its pipes become spaces.
@@ -127,6 +128,7 @@ class BlockSyntax(MarkdownReader):
         if after == "" and not final:
             return None
         if after in (" ", "\t"):
+            self._emit(raw[start : end + 1])  # said, unlike a bullet: only a task box may go
             self._mode = Mode.AFTER_BULLET
             return digits + 1
         return self._to_inline()  # "3.14", "1.5x"

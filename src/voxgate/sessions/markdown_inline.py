@@ -7,8 +7,9 @@
   and anywhere inside a URL;
 * inline code loses its backticks and keeps its content verbatim;
 * links ``[text](url)`` become ``text``; images ``![alt](url)`` (after a space or at a line
-  start) vanish; other square brackets are dropped and keep their content (they carry no
-  speech);
+  start) vanish; other square brackets are kept ("[...]", "[1]"): a ``[`` is a link's only
+  when its ``](`` comes within :data:`~voxgate.sessions.markdown_reader.LOOKAHEAD`
+  characters on its line, and a ``](`` always starts a URL, which is dropped;
 * a backslash escape (``\\*``) yields the escaped character.
 """
 
@@ -16,7 +17,14 @@ from __future__ import annotations
 
 import re
 
-from voxgate.sessions.markdown_reader import NEWLINE_CHARS, NEWLINES, Handler, MarkdownReader, Mode
+from voxgate.sessions.markdown_reader import (
+    LOOKAHEAD,
+    NEWLINE_CHARS,
+    NEWLINES,
+    Handler,
+    MarkdownReader,
+    Mode,
+)
 
 __all__ = ["InlineSyntax"]
 
@@ -123,19 +131,47 @@ class InlineSyntax(MarkdownReader):
         return length
 
     def _bracket_open(self, final: bool) -> int | None:
-        self._brackets += 1
+        link = self._link_ahead(final)
+        if link is None:
+            return None
+        self._brackets.append(link)
+        if not link:
+            self._emit("[")
         return 1
 
+    def _link_ahead(self, final: bool) -> bool | None:
+        """Whether the "[" at pos opens a link's text: its "]" is followed by "("."""
+        raw, start = self._raw, self._pos
+        stop = min(len(raw), start + LOOKAHEAD)
+        depth, i = 0, start + 1
+        while i < stop:
+            c = raw[i]
+            if c in NEWLINES:
+                return False
+            if c == "\\":
+                i += 2
+                continue
+            if c == "[":
+                depth += 1
+            elif c == "]":
+                if depth == 0:
+                    if i + 1 < len(raw):
+                        return raw[i + 1] == "("
+                    return False if final else None
+                depth -= 1
+            i += 1
+        return False if final or stop - start >= LOOKAHEAD else None
+
     def _bracket_close(self, final: bool) -> int | None:
-        if not self._brackets:
-            return 1
         after = self._peek(1)
         if after == "" and not final:
             return None
-        self._brackets -= 1
-        if after == "(":
+        link = self._brackets.pop() if self._brackets else False
+        if after == "(":  # a URL is never spoken, whatever opened its text
             self._mode, self._depth = Mode.LINK_URL, 1
             return 2
+        if not link:
+            self._emit("]")
         return 1
 
     def _bang(self, final: bool) -> int | None:

@@ -63,7 +63,7 @@ class MarkdownReader:
         self._fence = ("", 0)
         self._ticks = 0  # length of the backtick run that opened the code span
         self._depth = 0  # nesting inside a link URL's parentheses or an image's alt
-        self._brackets = 0  # "[" open on this line, which a "](" may turn into a link
+        self._brackets: list[bool] = []  # "[" open on this line: True for a link's text
         self._table_row = False
         self._word = ""  # the start of the current word, to recognise URLs
         self._in_url = False
@@ -92,7 +92,7 @@ class MarkdownReader:
         self._whitespace(True)
         self._mode = Mode.LINE_START
         self._table_row = False
-        self._brackets = 0
+        self._brackets = []
         return 1
 
     def _to_inline(self) -> int:

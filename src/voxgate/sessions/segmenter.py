@@ -19,12 +19,17 @@ whitespace opens the next chunk. A turn's last chunk never ends with whitespace.
 what does not, is described in :mod:`voxgate.sessions.boundaries`. A boundary never makes a
 chunk without a letter or digit: such text joins a neighbour.
 
-**Time.** When no boundary comes, the time bound (``first_time_bound`` for a first chunk,
-else ``time_bound``, counted from the arrival of the oldest pending character, or from the
-previous release if that is later) releases the pending text up to its latest boundary
-making a chunk of at least ``first_min_chars``, else up to its last complete word (one
-that a space, punctuation or held-back markup follows: a stall after "for you." releases
-"you." too).
+**Time.** When no boundary comes, the time bound releases the pending text up to its
+latest boundary making a chunk of at least ``first_min_chars``, else up to its last
+complete word (one that a space, punctuation or held-back markup follows: a stall after
+"for you." releases "you." too). It is counted from the arrival of the oldest pending
+character, or from the previous release if that is later ("the wait"). For a first chunk
+it is ``first_time_bound``, for latency. For a later chunk it is tied to the listener's
+runway, which the caller gives with :meth:`Segmenter.set_runway`: the bound fires when the
+listener is about to run out of audio, so a steady stream is cut only at sentence ends
+however long they are, and a stalled one still gets its chunk out in time; if the
+listener had already run out when the wait began, ``time_bound`` after it; while the
+runway is not known, ``time_bound`` after the wait began.
 
 **Runway.** When the audio still ahead of the listener is about to run out (the caller
 knows; see :meth:`Segmenter.hurry`), a later chunk may end at its latest sentence end, or
@@ -60,6 +65,7 @@ from voxgate.sessions.boundaries import (
     Boundary,
     BoundaryScanner,
 )
+from voxgate.sessions.languages import SUPPORTED_LANGUAGES, is_supported, rules_for
 from voxgate.sessions.text_normalise import TextNormaliser, normalise
 
 __all__ = [
@@ -100,12 +106,17 @@ class SegmenterOptions:
     * ``max_chars`` (500): the longest chunk, far below the upstream's 5,000 characters
       (``UPSTREAM_MAX_CHARS``, the ceiling): a forced cut keeps requests short and cheap to
       retry.
-    * ``time_bound`` (2.0 s): the time bound for later chunks. It is longer than the first
-      one because the previous chunk's audio is still playing; it only fires when the LLM
-      stalls mid-sentence. ``math.inf`` disables a time bound.
+    * ``time_bound`` (2.0 s): the time bound for later chunks while the listener's runway
+      is not known (:meth:`Segmenter.set_runway`). Once it is, a later chunk is cut
+      mid-sentence only when the listener is about to run out of audio, or this long after
+      its text began to wait if the listener already had. ``math.inf`` disables a time
+      bound.
     * ``runway_ms`` (300): with nothing being synthesised, a later chunk may end early
       (:meth:`Segmenter.hurry`) once the listener's audio would run out within this margin
       plus the upstream's measured time to first audio. 0 disables it.
+    * ``language`` ("en"): the language whose abbreviations, titles, months and list
+      markers decide sentence ends (:mod:`voxgate.sessions.languages`; a session takes its
+      voice's language unless ``session.update`` names one).
 
     Raises :class:`~voxgate.errors.InvalidInput` naming the field on a bad value.
     """
@@ -117,8 +128,14 @@ class SegmenterOptions:
     max_chars: int = 500
     time_bound: float = 2.0
     runway_ms: float = 300.0
+    language: str = "en"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.language, str) or not is_supported(self.language):
+            raise InvalidInput(
+                "SegmenterOptions.language must be one of "
+                f"{', '.join(SUPPORTED_LANGUAGES)}, got {self.language!r}"
+            )
         _check_count("max_chars", self.max_chars, UPSTREAM_MAX_CHARS, "the upstream's limit")
         _check_count("first_min_chars", self.first_min_chars, self.max_chars, "max_chars")
         _check_count("min_chars", self.min_chars, self.max_chars, "max_chars")
@@ -181,6 +198,8 @@ class Segmenter:
         self._index = 0
         self._end = 0  # offset just past the normalised text received so far
         self._now = 0.0
+        self._runway: float | None = None  # when the listener runs out of audio
+        self._rules = rules_for(self._options.language)
         self._reset_turn()
 
     def _reset_turn(self) -> None:
@@ -188,7 +207,7 @@ class Segmenter:
         self._start = self._end  # the first character not yet released
         self._base = self._end  # offset of _buf[0]: _buf keeps some released text
         self._buf = ""
-        self._scanner = BoundaryScanner(self._end)
+        self._scanner = BoundaryScanner(self._end, self._rules)
         self._checked = 0  # scanned boundaries before this index can never qualify
         self._word_starts: list[int] = []
         self._arrivals: deque[tuple[int, float]] = deque()  # (end offset, time) per push
@@ -208,10 +227,27 @@ class Segmenter:
         None when nothing is pending, or no word is complete yet (the next push may change
         that), or the time bound is disabled.
         """
-        bound = self._bound()
-        if self._end == self._start or math.isinf(bound) or self._time_cut_pos() is None:
+        if self._end == self._start:
             return None
-        return self._pending_since() + bound
+        due = self._due()
+        if math.isinf(due) or self._time_cut_pos() is None:
+            return None
+        return due
+
+    def set_runway(self, out_at: float | None) -> None:
+        """Say when the listener's audio runs out, on the clock of ``push`` and ``poll``.
+
+        That is the latest moment a chunk sent upstream can leave without a pause: the end
+        of the audio already queued for the listener, less the upstream's time to first
+        audio. ``math.inf`` while more audio is on its way (a chunk is being synthesised);
+        None when not known (the default): then ``time_bound`` alone bounds a later chunk.
+        A session's context sets it before every push and poll.
+        """
+        if out_at is not None and (
+            isinstance(out_at, bool) or not isinstance(out_at, int | float) or math.isnan(out_at)
+        ):
+            raise InvalidInput(f"out_at must be a time in seconds or None, got {out_at!r}")
+        self._runway = out_at
 
     def push(self, text: str, now: float) -> list[Chunk]:
         """Add raw text received at ``now`` (seconds, any monotonic clock); return chunks."""
@@ -391,7 +427,7 @@ class Segmenter:
         return latest
 
     def _time_cut(self) -> tuple[int, ChunkReason] | None:
-        if self._end == self._start or self._now - self._pending_since() < self._bound():
+        if self._end == self._start or self._now < self._due():
             return None
         pos = self._time_cut_pos()
         return (pos, "time") if pos is not None else None
@@ -402,9 +438,15 @@ class Segmenter:
         best = self._best_boundary(limit, self._options.first_min_chars)
         return best or self._last_word_start(limit, at_end=True)
 
-    def _bound(self) -> float:
-        options = self._options
-        return options.first_time_bound if self._first else options.time_bound
+    def _due(self) -> float:
+        """When the time bound fires (see the module docstring, **Time**)."""
+        options, since = self._options, self._pending_since()
+        if self._first:
+            return since + options.first_time_bound
+        runway = self._runway
+        if runway is None or runway <= since or math.isinf(options.time_bound):
+            return since + options.time_bound
+        return runway
 
     def _pending_since(self) -> float:
         """When the time bound started: text cannot be due before the previous chunk left."""

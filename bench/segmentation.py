@@ -1,0 +1,504 @@
+"""Where speech breaks: voxgate's Segmenter beside Pipecat's and LiveKit's text aggregators.
+
+The corpus is public and fetched at run time from PyPI, never kept in the repository:
+
+* sentencex's sentence-segmentation test cases (``tests/<lang>.txt`` in its sdist; MIT
+  licence, Santhosh Thottingal / Wikimedia), for the nine languages of the API;
+* pySBD's English "golden rules" (``benchmarks/english_golden_rules.py`` in its wheel; MIT
+  licence, Nipun Sadvilkar);
+* and the cases of :data:`OWN_CASES` below, written for this bench (list markers, titles,
+  months and abbreviations of the API's languages).
+
+Each case is a text and the sentences it should be split into. The text is cut into LLM-like
+tokens (a word with its leading space, long words in pieces of up to 6 characters,
+punctuation alone) fed at 30 tokens a second on a simulated clock (nothing sleeps: the
+Segmenter takes the time as an argument). For voxgate a listener is simulated too: each
+chunk's audio starts once the upstream answers (300 ms) and lasts 65 ms a character; the
+Segmenter is told when that audio runs out (``Segmenter.set_runway``), and hurried as a
+session's context hurries it. Printed per system:
+
+  precision  of the chunk boundaries with the default options: a cut counts as right at a
+             sentence end of the case, or after a clause mark (, ; : and dashes); the
+             first-chunk time bound (0.5 s, for latency) cuts where it must, and its cuts
+             are counted apart
+  recall     of sentence ends in a mode that allows every sentence end (no minimum length,
+             no time bound); precision in that mode is shown beside it
+  changed    cases whose chunks, joined, differ from the text (whitespace collapsed)
+  first      mean characters of the first chunk, default options
+  µs/token   time spent in the segmenter per token, default options
+
+    python bench/segmentation.py [--cache DIR] [--show-errors] [--only voxgate]
+
+Pipecat and LiveKit come from the ``bench`` extra (``pip install -e '.[bench]'``); a system
+that is not installed is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import io
+import json
+import math
+import re
+import tarfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voxgate.sessions.segmenter import Chunk, Segmenter, SegmenterOptions
+
+LANGUAGES = ("en", "fr", "es", "pt", "it", "nl", "de", "hi", "ar")
+TOKENS_PER_S = 30.0
+UPSTREAM_FIRST_S = 0.3  # the upstream's time to first audio
+MS_PER_CHAR = 65.0  # speech at about 15 characters a second
+UPSTREAM_SPEED = 5.0  # the upstream makes audio this many times faster than real time
+
+SOURCES = {
+    # name: (PyPI project, file name, sha256 as PyPI lists it)
+    "sentencex": (
+        "sentencex",
+        "sentencex-1.0.32.tar.gz",
+        "",
+    ),
+    "pysbd": ("pysbd", "pysbd-0.3.4-py3-none-any.whl", ""),
+}
+
+# Cases of this bench's own: a language ("/lines": its sentences are lines), then one
+# sentence a line; a blank line ends a case.
+OWN_CASES = """
+en
+1. Preheat the oven.
+2. Mix the flour.
+
+en/lines
+Steps:
+1) Open the box.
+2) Take it out.
+
+en
+We met on Jan. 5 at noon.
+It rained.
+
+en
+He climbed Mt. Everest in May.
+Then he rested.
+
+en
+I was thinking . . . maybe not.
+Fine.
+
+es
+La Lic. Pérez llegó el Lun. 3 de Ago. a Madrid.
+Después se fue.
+
+es
+El Ing. Gómez y la Dra. Ruiz vinieron.
+Todo bien.
+
+es
+Vive en la Avda. Libertad, núm. 5.
+Es lejos.
+
+es
+Llega el mar. 12 de Ene. por la tarde.
+Gracias.
+
+pt
+O Sr. Costa e a Sra. Lima chegaram.
+Boa tarde.
+
+pt
+A Profa. Santos mora na Av. Paulista, nº. 100.
+Que bom.
+
+pt
+Veja o cap. 3 e a pág. 12.
+Depois leia mais.
+
+it
+Il Dott. Bianchi e l'Avv. Neri, ad es. Rossi, sono qui.
+Bene.
+
+it
+La Prof.ssa Verdi arriva gen. 14.
+Ciao.
+
+fr
+M. Dupont et Mme Durand sont là.
+Bonjour.
+
+fr
+Le Dr Martin, cf. Chap. 2, le confirme.
+Merci.
+
+fr
+Rendez-vous le 3 janv. à midi, env.
+Ensuite on part.
+
+nl
+Dhr. De Vries en Mevr. Bakker komen o.a. morgen.
+Tot dan.
+
+nl
+Zie blz. 4 en nr. 7, bijv. Amsterdam.
+Klaar.
+
+de
+Wir trafen Dr. med. Weber am 3. Okt. in Berlin.
+Danach gingen wir.
+
+de
+Er ist z. Z. in der Stadt, ca. 5 km weit.
+Gut so.
+
+de
+Das ist Nr. 5 in Abb. 3, vgl. Kap. 2.
+Fertig.
+
+hi
+डॉ. शर्मा आज आए।
+वे खुश थे।
+
+ar
+قال د. أحمد إن الحالة مستقرة.
+شكرا لكم.
+"""
+
+
+@dataclass
+class Case:
+    source: str
+    language: str
+    text: str
+    sentences: list[str]
+
+
+# -- the corpus ----------------------------------------------------------------------------
+
+
+def _fetch(project: str, filename: str, cache: Path) -> bytes:
+    """A file of a PyPI release, through the index's JSON API, kept in ``cache``."""
+    path = cache / filename
+    if path.exists():
+        return path.read_bytes()
+    request = urllib.request.Request(
+        f"https://pypi.org/simple/{project}/",
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        files = json.load(answer)["files"]
+    entry = next(f for f in files if f["filename"] == filename)
+    with urllib.request.urlopen(entry["url"], timeout=120) as answer:
+        data: bytes = answer.read()
+    if hashlib.sha256(data).hexdigest() != entry["hashes"]["sha256"]:
+        raise RuntimeError(f"{filename}: sha256 does not match the index")
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def _sentencex_cases(data: bytes) -> Iterator[Case]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        for language in LANGUAGES:
+            member = archive.extractfile(f"sentencex-1.0.32/tests/{language}.txt")
+            assert member is not None
+            yield from _parse_sentencex(language, member.read().decode())
+
+
+def _parse_sentencex(language: str, text: str) -> Iterator[Case]:
+    # Input lines, "---", expected lines, "==="; lines starting with "#" are disabled cases.
+    for block in text.split("\n===\n"):
+        lines = [line for line in block.splitlines() if not line.startswith("#")]
+        if "---" not in lines:
+            continue
+        split = lines.index("---")
+        source = "\n".join(lines[:split]).strip()
+        expected = [line.strip() for line in lines[split + 1 :] if line.strip()]
+        if source and expected:
+            yield Case("sentencex", language, source, expected)
+
+
+def _golden_rules(data: bytes) -> Iterator[Case]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        code = archive.read("benchmarks/english_golden_rules.py").decode()
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "GOLDEN_EN_RULES":
+            for text, expected in ast.literal_eval(node.value):
+                yield Case("pysbd", "en", text, list(expected))
+
+
+def _own_cases() -> Iterator[Case]:
+    for block in OWN_CASES.strip().split("\n\n"):
+        language, *sentences = block.split("\n")
+        language, _, lines = language.partition("/")
+        yield Case("own", language, ("\n" if lines else " ").join(sentences), sentences)
+
+
+def load_corpus(cache: Path) -> list[Case]:
+    cases = list(_sentencex_cases(_fetch("sentencex", "sentencex-1.0.32.tar.gz", cache)))
+    cases += _golden_rules(_fetch("pysbd", "pysbd-0.3.4-py3-none-any.whl", cache))
+    cases += _own_cases()
+    return [case for case in cases if _locate(case) is not None]
+
+
+# Markdown marks nobody says, which the Segmenter may drop (docs/segmentation.md): they are
+# left out on both sides before texts are compared.
+_UNSAID = re.compile(r"[`*_~#|>•◦▪‣]")
+
+
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", _UNSAID.sub(" ", text)).strip()
+
+
+def _locate(case: Case) -> list[int] | None:
+    """The end offsets of the case's sentences in its collapsed text; None if they do not
+    add up to it (a few cases expect text the splitter drops)."""
+    text = _collapse(case.text)
+    ends, pos = [], 0
+    for sentence in case.sentences:
+        found = text.find(_collapse(sentence), pos)
+        if found < 0 or text[pos:found].strip():
+            return None
+        pos = found + len(_collapse(sentence))
+        ends.append(pos)
+    return ends if not text[pos:].strip() else None
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:[^\W\d_]{1,6}|\d{1,3}|[^\w\s]|_)|\s+")
+
+
+def llm_tokens(text: str) -> list[str]:
+    """Text cut as an LLM's tokenizer roughly would: a word piece takes its leading space."""
+    return _TOKEN.findall(text)
+
+
+# -- systems -------------------------------------------------------------------------------
+
+# (tokens, every sentence end allowed) -> (chunks, whether the first-chunk time bound made
+# the first cut, seconds spent)
+Feed = Callable[[list[str], bool], tuple[list[str], bool, float]]
+
+
+@dataclass
+class _Listener:
+    """A listener's audio queue: when each chunk's audio starts and ends."""
+
+    audio_end: float = -math.inf
+    busy_until: float = -math.inf  # the upstream is fetching until then
+
+    def play(self, chunk: str, now: float) -> None:
+        seconds = len(chunk.strip()) * MS_PER_CHAR / 1000
+        start = max(now + UPSTREAM_FIRST_S, self.audio_end)
+        self.audio_end = start + seconds
+        self.busy_until = max(self.busy_until, now) + UPSTREAM_FIRST_S + seconds / UPSTREAM_SPEED
+
+    def runway(self, now: float) -> float | None:
+        """When a chunk sent now would start after the audio ran out (as the context says)."""
+        if self.audio_end == -math.inf:
+            return None
+        if now < self.busy_until:
+            return math.inf
+        return self.audio_end - UPSTREAM_FIRST_S
+
+
+def voxgate_feed(options: SegmenterOptions) -> Feed:
+    def feed(tokens: list[str], every: bool) -> tuple[list[str], bool, float]:
+        opts = options
+        if every:
+            opts = SegmenterOptions(
+                language=options.language,
+                first_min_chars=1,
+                first_clause_boundaries=False,
+                min_chars=1,
+                first_time_bound=math.inf,
+                time_bound=math.inf,
+            )
+        segmenter = Segmenter(opts)
+        listener = _Listener()
+        chunks: list[Chunk] = []
+        spent = 0.0
+
+        def take(released: list[Chunk], now: float) -> None:
+            for chunk in released:
+                listener.play(chunk.text, now)
+            chunks.extend(released)
+
+        def step(now: float, token: str | None) -> None:
+            nonlocal spent
+            started = time.perf_counter()
+            segmenter.set_runway(listener.runway(now))
+            released = segmenter.poll(now) if token is None else segmenter.push(token, now)
+            out_at = listener.runway(now)
+            if out_at is not None and not math.isinf(out_at) and segmenter.pending:
+                left_ms = (out_at - now) * 1000
+                if left_ms <= opts.runway_ms:
+                    unplayed = listener.audio_end > now
+                    released += segmenter.hurry(now, to_a_word=left_ms <= 0 and unplayed)
+            spent += time.perf_counter() - started
+            take(released, now)
+
+        for k, token in enumerate(tokens):
+            now = k / TOKENS_PER_S
+            step(now, token)
+            # Time passes until the next token: the deadline and the runway may fall there.
+            after = (k + 1) / TOKENS_PER_S
+            for _ in range(8):
+                due = segmenter.deadline
+                if due is None or due >= after:
+                    break
+                step(max(due, now), None)
+        started = time.perf_counter()
+        released = segmenter.flush()
+        spent += time.perf_counter() - started
+        take(released, len(tokens) / TOKENS_PER_S)
+        latency = bool(chunks) and chunks[0].reason == "time"
+        return [chunk.text for chunk in chunks], latency, spent
+
+    return feed
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Score:
+    cuts: int = 0
+    right: int = 0
+    latency_cuts: int = 0  # first chunks the first-chunk time bound released
+    every_cuts: int = 0
+    every_right: int = 0
+    ends: int = 0
+    found: int = 0
+    changed: list[tuple[Case, str]] = field(default_factory=list)
+    wrong: list[tuple[Case, str]] = field(default_factory=list)
+    missed: list[tuple[Case, str]] = field(default_factory=list)
+    first_chars: list[int] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+_CLAUSE_END = re.compile(r"[,;:—–\-،؛、，；：][\"'”’»)\]]*$")
+
+
+def _cut_offsets(chunks: list[str], text: str) -> list[int] | None:
+    """Where each cut falls in the collapsed text, trailing whitespace left out."""
+    joined = _collapse("".join(chunks))
+    if joined != text:
+        return None
+    offsets, pos = [], 0
+    for chunk in chunks[:-1]:
+        pos += len(_collapse(chunk)) + (1 if chunk[-1:].isspace() else 0)
+        offsets.append(len(text[:pos].rstrip()))
+    return offsets
+
+
+def score(feed: Feed, cases: list[Case]) -> Score:
+    result = Score()
+    for case in cases:
+        text = _collapse(case.text)
+        ends = _locate(case) or []
+        tokens = llm_tokens(case.text)
+        chunks, latency, spent = feed(tokens, False)
+        result.tokens += len(tokens)
+        result.seconds += spent
+        offsets = _cut_offsets(chunks, text)
+        if offsets is None:
+            result.changed.append((case, " | ".join(chunks)))
+            continue
+        if chunks:
+            result.first_chars.append(len(chunks[0]))
+        for k, cut in enumerate(offsets):
+            if k == 0 and latency:
+                result.latency_cuts += 1
+                continue
+            result.cuts += 1
+            if cut in ends or _CLAUSE_END.search(text[:cut]):
+                result.right += 1
+            else:
+                result.wrong.append((case, text[:cut] + " ‖ " + text[cut:]))
+        every, _, _ = feed(tokens, True)
+        every_offsets = _cut_offsets(every, text) or []
+        for cut in every_offsets:
+            result.every_cuts += 1
+            result.every_right += cut in ends
+        for end in ends[:-1]:
+            result.ends += 1
+            if end in every_offsets:
+                result.found += 1
+            else:
+                result.missed.append((case, text[:end] + " ‖ " + text[end:]))
+    return result
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 1.0
+
+
+def report(name: str, result: Score, show_errors: bool) -> None:
+    first = sum(result.first_chars) / max(1, len(result.first_chars))
+    print(
+        f"{name:<10} precision {_ratio(result.right, result.cuts):.3f} ({result.cuts} cuts, "
+        f"{result.latency_cuts} by the first-chunk time bound)  "
+        f"recall {_ratio(result.found, result.ends):.3f} "
+        f"(precision {_ratio(result.every_right, result.every_cuts):.3f})  "
+        f"changed {len(result.changed)}  first {first:.1f} chars  "
+        f"{result.seconds / max(1, result.tokens) * 1e6:.1f} µs/token"
+    )
+    if show_errors:
+        for label, items in (("changed", result.changed), ("wrong cut", result.wrong),
+                             ("missed end", result.missed)):  # fmt: skip
+            for case, detail in items:
+                print(f"  {label} [{case.language} {case.source}] {detail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "voxgate-bench")
+    parser.add_argument("--show-errors", action="store_true")
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    cases = load_corpus(args.cache)
+    counts = {lang: sum(c.language == lang for c in cases) for lang in LANGUAGES}
+    print(f"{len(cases)} cases: " + " ".join(f"{k} {v}" for k, v in counts.items()))
+    systems: dict[str, Callable[[str], Feed]] = {
+        "voxgate": lambda lang: voxgate_feed(SegmenterOptions(language=lang)),
+    }
+    for name, make in systems.items():
+        if args.only and name != args.only:
+            continue
+        total = Score()
+        for language in LANGUAGES:
+            part = score(make(language), [c for c in cases if c.language == language])
+            _add(total, part)
+        report(name, total, args.show_errors)
+
+
+def _add(total: Score, part: Score) -> None:
+    for name in (
+        "cuts",
+        "right",
+        "latency_cuts",
+        "every_cuts",
+        "every_right",
+        "ends",
+        "found",
+        "tokens",
+    ):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.seconds += part.seconds
+    total.changed += part.changed
+    total.wrong += part.wrong
+    total.missed += part.missed
+    total.first_chars += part.first_chars
+
+
+if __name__ == "__main__":
+    main()
