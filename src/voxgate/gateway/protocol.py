@@ -63,6 +63,8 @@ class SessionUpdate(_Message, tag="session.update"):
     audio_transport: Literal["binary", "base64"] | None = None
     pacing: Literal["fast", "realtime"] | None = None
     segmenter: SegmenterSpec | None = None
+    # Whose abbreviations and list markers decide sentence ends; None: the voice's language.
+    language: Annotated[str, msgspec.Meta(pattern="^[a-z]{2,3}$")] | None = None
     caller_audio: bool | None = None  # forward a call leg's caller audio to this socket
 
 

@@ -19,6 +19,7 @@ from voxgate.gateway.access.principal import Principal
 from voxgate.sessions.options import SessionOptions, VoiceOptions
 from voxgate.sessions.segmenter import SegmenterOptions
 from voxgate.upstream.engine.validation import decode_audio_field
+from voxgate.upstream.engine.voices import find_voice
 
 # Opus and Ogg Opus run on the 48 kHz RTP/Ogg clock (libopus is fed 24 kHz underneath).
 DEFAULT_RATES = {"pcm_s16le": 24000, "mulaw": 8000, "opus": 48000, "ogg_opus": 48000, "mp3": 24000}
@@ -35,6 +36,7 @@ class SessionConfig:
             "audio_transport": "binary",
             "pacing": "fast",
             "segmenter": {},
+            "language": None,  # None: the voice's language
             "caller_audio": False,
         }
 
@@ -81,6 +83,7 @@ class SessionConfig:
     def public(self) -> dict[str, Any]:
         """What the client is shown: the effective format, and no reference audio."""
         values = dict(self.values)
+        values["language"] = _language(values)
         if values.get("ref_audio"):
             values["ref_audio"] = f"<{len(values['ref_audio'])} base64 characters>"
         fmt = self.output_format()
@@ -101,8 +104,18 @@ def _options(values: dict[str, Any], principal: Principal, max_contexts: int) ->
     voice = VoiceOptions(
         voice_id=values["voice_id"], ref_audio=values["ref_audio"], speed=values["speed"]
     )
-    segmenter = dataclasses.replace(SegmenterOptions(), **values["segmenter"])
+    segmenter = dataclasses.replace(
+        SegmenterOptions(), **values["segmenter"], language=_language(values)
+    )
     return SessionOptions(voice=voice, segmenter=segmenter, max_contexts=max_contexts)
+
+
+def _language(values: dict[str, Any]) -> str:
+    """The session's ``language``, else its preset voice's, else English."""
+    if values.get("language"):
+        return str(values["language"])
+    found = find_voice(values["voice_id"]) if values.get("voice_id") else None
+    return found[0].language if found is not None else "en"
 
 
 def _output_format(values: dict[str, Any]) -> OutputFormat:

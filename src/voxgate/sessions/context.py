@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, replace
@@ -105,6 +106,7 @@ class Context:
 
     def append(self, text: str) -> None:
         self._require_open("append text to")
+        self._segmenter.set_runway(self._runway_out_at())
         self._enqueue(self._segmenter.push(text, self._session.clock()))
         self._hurry()
 
@@ -198,6 +200,7 @@ class Context:
             while self.state in (ContextState.OPEN, ContextState.CLOSING):
                 self._wake.clear()
                 if self.state is ContextState.OPEN:
+                    self._segmenter.set_runway(self._runway_out_at())
                     self._enqueue(self._segmenter.poll(self._session.clock()))
                     self._hurry()
                 await self._start_jobs()
@@ -254,6 +257,18 @@ class Context:
             return None
         margin_ms = self._options.segmenter.runway_ms
         return (left_ms - margin_ms if left_ms > margin_ms else left_ms) / 1000
+
+    def _runway_out_at(self) -> float | None:
+        """When the listener's audio runs out, less the upstream's time to first audio: what
+        ties the segmenter's later-chunk time bound to the runway. Infinite while a chunk is
+        being synthesised (its audio is on its way: the loop wakes when it is done); None
+        until the upstream's time to first audio is known."""
+        first_s = self._upstream_first_s
+        if first_s is None:
+            return None
+        if self._jobs or self._waiting:
+            return math.inf
+        return self._session.clock() + self._unplayed_ms() / 1000 - first_s
 
     def _runway_left_ms(self) -> float | None:
         """The listener's audio left once a chunk sent now would start; None: no matter."""
