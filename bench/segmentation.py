@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import hashlib
 import io
 import json
@@ -253,7 +254,7 @@ _UNSAID = re.compile(r"[`*_~#|>•◦▪‣]")
 
 
 def _collapse(text: str) -> str:
-    return re.sub(r"\s+", " ", _UNSAID.sub(" ", text)).strip()
+    return re.sub(r"\s+", " ", _UNSAID.sub("", text)).strip()
 
 
 def _locate(case: Case) -> list[int] | None:
@@ -360,7 +361,63 @@ def voxgate_feed(options: SegmenterOptions) -> Feed:
         spent += time.perf_counter() - started
         take(released, len(tokens) / TOKENS_PER_S)
         latency = bool(chunks) and chunks[0].reason == "time"
-        return [chunk.text for chunk in chunks], latency, spent
+        return _Slices(chunk.text for chunk in chunks), latency, spent
+
+    return feed
+
+
+def pipecat_feed(language: str) -> Feed:
+    """Pipecat's SimpleTextAggregator, as its TTS services use it (sentence mode)."""
+    from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+
+    async def run(tokens: list[str]) -> tuple[list[str], float]:
+        aggregator = SimpleTextAggregator(language=language)
+        chunks: list[str] = []
+        spent = 0.0
+        for token in tokens:
+            started = time.perf_counter()
+            chunks += [a.text async for a in aggregator.aggregate(token)]
+            spent += time.perf_counter() - started
+        started = time.perf_counter()
+        rest = await aggregator.flush()
+        spent += time.perf_counter() - started
+        if rest is not None and rest.text.strip():
+            chunks.append(rest.text)
+        return chunks, spent
+
+    def feed(tokens: list[str], every: bool) -> tuple[list[str], bool, float]:
+        chunks, spent = asyncio.run(run(tokens))  # it cuts at every sentence end anyway
+        return chunks, False, spent
+
+    return feed
+
+
+def livekit_feed(language: str) -> Feed:
+    """LiveKit's default for streamed TTS: the blingfire sentence tokenizer, as the
+    StreamAdapter makes it (every sentence end allowed: no minimum length)."""
+    from livekit.agents import tokenize
+
+    async def run(tokens: list[str], every: bool) -> tuple[list[str], float]:
+        if every:
+            tokenizer = tokenize.blingfire.SentenceTokenizer(
+                retain_format=True, min_sentence_len=1, stream_context_len=1
+            )
+        else:
+            tokenizer = tokenize.blingfire.SentenceTokenizer(retain_format=True)
+        stream = tokenizer.stream(language=language)
+        spent = 0.0
+        for token in tokens:
+            started = time.perf_counter()
+            stream.push_text(token)
+            spent += time.perf_counter() - started
+        started = time.perf_counter()
+        stream.end_input()
+        spent += time.perf_counter() - started
+        return [data.token async for data in stream], spent
+
+    def feed(tokens: list[str], every: bool) -> tuple[list[str], bool, float]:
+        chunks, spent = asyncio.run(run(tokens, every))
+        return chunks, False, spent
 
     return feed
 
@@ -390,14 +447,31 @@ _CLAUSE_END = re.compile(r"[,;:—–\-،؛、，；：][\"'”’»)\]]*$")
 
 def _cut_offsets(chunks: list[str], text: str) -> list[int] | None:
     """Where each cut falls in the collapsed text, trailing whitespace left out."""
-    joined = _collapse("".join(chunks))
-    if joined != text:
+    if _exact(chunks):  # voxgate's chunks are slices of the text, whitespace included
+        if _collapse("".join(chunks)) != text:
+            return None
+        offsets, pos = [], 0
+        for chunk in chunks[:-1]:
+            pos += len(chunk)
+            offsets.append(len(_collapse("".join(chunks)[:pos])))
+        return offsets
+    pieces = [piece for piece in (_collapse(chunk) for chunk in chunks) if piece]
+    if " ".join(pieces) != text:  # stripped chunks: a word cut in two gains a space
         return None
     offsets, pos = [], 0
-    for chunk in chunks[:-1]:
-        pos += len(_collapse(chunk)) + (1 if chunk[-1:].isspace() else 0)
-        offsets.append(len(text[:pos].rstrip()))
+    for piece in pieces[:-1]:
+        pos += len(piece)
+        offsets.append(pos)
+        pos += 1
     return offsets
+
+
+class _Slices(list[str]):
+    """Chunks that are exact slices of the text: joined as they are."""
+
+
+def _exact(chunks: list[str]) -> bool:
+    return isinstance(chunks, _Slices)
 
 
 def score(feed: Feed, cases: list[Case]) -> Score:
@@ -470,9 +544,16 @@ def main() -> None:
     print(f"{len(cases)} cases: " + " ".join(f"{k} {v}" for k, v in counts.items()))
     systems: dict[str, Callable[[str], Feed]] = {
         "voxgate": lambda lang: voxgate_feed(SegmenterOptions(language=lang)),
+        "pipecat": pipecat_feed,
+        "livekit": livekit_feed,
     }
     for name, make in systems.items():
         if args.only and name != args.only:
+            continue
+        try:
+            make("en")
+        except ImportError:
+            print(f"{name:<10} not installed (pip install -e '.[bench]')")
             continue
         total = Score()
         for language in LANGUAGES:

@@ -100,6 +100,7 @@ class BoundaryScanner:
     def __init__(self, start: int, rules: LanguageRules | None = None) -> None:
         self._rules = rules if rules is not None else rules_for("en")
         self._turn_start = start
+        self._numbered = False  # a numbered list started with "1." in this turn
         self.scanned = start  # the first character the scanner has not seen
         self.boundaries: list[Boundary] = []  # found so far and not yet cut, in order
         self._stack: list[str] = []  # closers expected for the open quotes and brackets
@@ -140,8 +141,10 @@ class BoundaryScanner:
         if c == "\n":
             self._line_break(i, final)
         elif c in _ITEM_MARKS:
-            if i and buf[i - 1] == " ":
-                self._add(Boundary(self._base + i, SENTENCE, bool(self._stack)))
+            if i and buf[i - 1] == " ":  # known once the item's first word begins
+                nxt = self._next_word(i, self._stack, final)
+                if nxt is not None:
+                    self._add(Boundary(self._base + i, SENTENCE, bool(self._stack)))
         elif c in _PUNCT or c in _CLOSERS:
             stack = self._stack.copy()
             end = self._cluster_end(i, stack, final)
@@ -278,7 +281,11 @@ class BoundaryScanner:
         rules = self._rules
         if word.isdigit() and len(word) <= 3:
             if cluster.startswith(".)") or self._list_marker(i - len(word)):
+                self._numbered = True
                 return False  # "1. Preheat", "oven. 2. Mix", "2.) The"
+            if self._numbered and previous and previous[-1].isalpha():
+                self._item_start(i)  # "1. The first item 2. The second item"
+                return False
             if rules.ordinal_words:  # "am 3. Mai", "im 1. Jahrhundert"
                 return self._next_letters(nxt.at, final).lower() not in rules.ordinal_words
             return True
@@ -286,10 +293,11 @@ class BoundaryScanner:
             return not nxt.char.isdigit()  # ...and "2 lb. 4 oz." goes on
         key = _ELISION.sub("", word.lower())  # "l'Ing." is "Ing."
         pair = f"{previous.lower().rstrip('.')} {key}"  # "ad es.", "Dr. med."
-        if key in rules.titles or pair in rules.titles:
+        last = key.rpartition(".")[2]  # "Tuesday.Mr." ends with a title
+        if key in rules.titles or pair in rules.titles or last in rules.titles:
             return False
-        if len(word) == 1 and word.isalpha():
-            return False  # an initial ("J. R. R."), "z. Z.": a wrong merge is harmless
+        if len(word) == 1 and word.isalpha():  # an initial ("J. R. R."), "z. Z."...
+            return self._starter(nxt.at, final)  # ...but "you and I. Did you"
         if nxt.char.isdigit() and key in rules.before_numbers:
             return False
         if key in rules.abbreviations or pair in rules.abbreviations or _is_dotted(key):

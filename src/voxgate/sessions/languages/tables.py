@@ -42,7 +42,7 @@ _MONTHS_ROMANCE += "lug, ago, agosto, sept, set, ott, out, nov, dic, dez, déc"
 
 TABLES: dict[str, Table] = {
     "en": Table(
-        starters="i, it, its, he, she, they, we, you, the, this, that, these, those, there, then, "
+        starters="i, it, its, did, do, does, is, was, are, he, she, they, we, you, the, this, that, these, those, there, then, "
         "how, "
         "what, when, where, why, who, but, and, so, yet, however, in, on, at, a, an, my, our, "
         "his, her, their, if, as, after, before, now, today, tom, sam, mary, john",
