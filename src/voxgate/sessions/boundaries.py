@@ -217,6 +217,8 @@ class BoundaryScanner:
         if kind is None or end == len(buf):
             return None  # at the end of the turn the flush takes the rest anyway
         after = buf[end]
+        if kind == "ellipsis" and i and buf[i - 1] in "[(":
+            return None  # "[...]": an omission, not the end of anything
         if kind == "period" and i >= 2 and buf[i - 2 : i] == ". ":
             kind = "ellipsis"  # the last dot of ". . ."
         if kind in ("period", "ellipsis") and after == " ":

@@ -42,10 +42,10 @@ _MONTHS_ROMANCE += "lug, ago, agosto, sept, set, ott, out, nov, dic, dez, déc"
 
 TABLES: dict[str, Table] = {
     "en": Table(
-        starters="i, it, its, did, do, does, is, was, are, he, she, they, we, you, the, this, that, these, those, there, then, "
-        "how, "
+        starters="i, it, its, did, do, does, is, was, are, he, she, they, we, you, the, "
+        "this, that, these, those, there, then, how, "
         "what, when, where, why, who, but, and, so, yet, however, in, on, at, a, an, my, our, "
-        "his, her, their, if, as, after, before, now, today, tom, sam, mary, john",
+        "his, her, their, if, as, after, before, now, today",
         titles="messrs, mmes, jr, sr, rev, hon, gen, gov, sen, rep, reps, pres, capt, cmdr, "
         "col, lt, maj, sgt, cpl, pvt, adm, brig, insp, supt, det, fr, mt, ft, esq, msgr",
         abbreviations="inc, ltd, co, corp, bros, dept, univ, assn, ave, blvd, rd, hwy, "
