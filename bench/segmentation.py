@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import dataclasses
 import hashlib
 import io
 import json
@@ -51,6 +52,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxgate.sessions import languages
+from voxgate.sessions import segmenter as segmenter_module
+from voxgate.sessions.languages import LanguageRules
 from voxgate.sessions.segmenter import Chunk, Segmenter, SegmenterOptions
 
 LANGUAGES = ("en", "fr", "es", "pt", "it", "nl", "de", "hi", "ar")
@@ -366,6 +370,87 @@ def voxgate_feed(options: SegmenterOptions) -> Feed:
     return feed
 
 
+def voxgate_with_tables(rules: LanguageRules) -> Feed:
+    """voxgate's Segmenter with other boundary tables: to weigh a data source."""
+    feed = voxgate_feed(SegmenterOptions(language=rules.language))
+
+    def with_tables(tokens: list[str], every: bool) -> tuple[list[str], bool, float]:
+        original = languages.rules_for
+        segmenter_module.rules_for = lambda language: rules  # type: ignore[assignment]
+        try:
+            return feed(tokens, every)
+        finally:
+            segmenter_module.rules_for = original
+
+    return with_tables
+
+
+_PYSBD_MODULES = {"en": "common/standard", "fr": "french", "es": "spanish", "it": "italian",
+                  "nl": "dutch", "de": "deutsch", "ar": "arabic"}  # fmt: skip
+
+
+def pysbd_rules(data: bytes, language: str) -> LanguageRules:
+    """pySBD's abbreviation lists (MIT licence) in voxgate's tables: its prepositive
+    abbreviations as titles, its abbreviations, its number abbreviations; the rest ours."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        standard = _pysbd_lists(archive.read("pysbd/lang/common/standard.py").decode())
+        module = _PYSBD_MODULES.get(language, "common/standard")
+        lists = {**standard, **_pysbd_lists(archive.read(f"pysbd/lang/{module}.py").decode())}
+    ours = languages.rules_for(language)
+
+    def words(name: str) -> frozenset[str]:
+        return frozenset(w.strip().lower().rstrip(".") for w in lists.get(name, []))
+
+    return LanguageRules(
+        language,
+        titles=words("PREPOSITIVE_ABBREVIATIONS"),
+        abbreviations=words("ABBREVIATIONS"),
+        before_numbers=words("NUMBER_ABBREVIATIONS"),
+        ordinal_words=ours.ordinal_words,
+        may_end=ours.may_end,
+        starters=ours.starters,
+    )
+
+
+def _pysbd_lists(code: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.endswith("ABBREVIATIONS") and isinstance(node.value, ast.List):
+                found[name] = ast.literal_eval(node.value)
+    return found
+
+
+def icu_feed(language: str) -> Feed:
+    """ICU's sentence break iterator with CLDR's suppressions (``@ss=standard``), run over
+    the text so far after every token; a break counts once a whole word follows it."""
+    import icu  # type: ignore[import-not-found]
+
+    def feed(tokens: list[str], every: bool) -> tuple[list[str], bool, float]:
+        breaks = icu.BreakIterator.createSentenceInstance(icu.Locale(f"{language}@ss=standard"))
+        chunks: list[str] = []
+        buf, spent = "", 0.0
+        for token in tokens:
+            started = time.perf_counter()
+            buf += token
+            breaks.setText(buf)
+            sure = buf.rstrip().rfind(" ")  # text after it may still change the decision
+            cut = 0
+            for pos in breaks:
+                if 0 < pos <= sure and buf[pos:sure].strip():
+                    cut = pos
+            if cut:
+                chunks.append(buf[:cut])
+                buf = buf[cut:]
+            spent += time.perf_counter() - started
+        if buf.strip():
+            chunks.append(buf)
+        return _Slices(chunks), False, spent
+
+    return feed
+
+
 def pipecat_feed(language: str) -> Feed:
     """Pipecat's SimpleTextAggregator, as its TTS services use it (sentence mode)."""
     from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
@@ -538,15 +623,23 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "voxgate-bench")
     parser.add_argument("--show-errors", action="store_true")
     parser.add_argument("--only", default="")
+    parser.add_argument(
+        "--sources", action="store_true", help="also weigh the boundary data sources"
+    )
     args = parser.parse_args()
     cases = load_corpus(args.cache)
     counts = {lang: sum(c.language == lang for c in cases) for lang in LANGUAGES}
     print(f"{len(cases)} cases: " + " ".join(f"{k} {v}" for k, v in counts.items()))
+    pysbd = _fetch("pysbd", "pysbd-0.3.4-py3-none-any.whl", args.cache)
     systems: dict[str, Callable[[str], Feed]] = {
         "voxgate": lambda lang: voxgate_feed(SegmenterOptions(language=lang)),
         "pipecat": pipecat_feed,
         "livekit": livekit_feed,
     }
+    if args.sources:  # the data sources weighed for voxgate's tables
+        systems["vg+common"] = lambda lang: voxgate_with_tables(_common_only(lang))
+        systems["vg+pysbd"] = lambda lang: voxgate_with_tables(pysbd_rules(pysbd, lang))
+        systems["icu-cldr"] = icu_feed
     for name, make in systems.items():
         if args.only and name != args.only:
             continue
@@ -560,6 +653,11 @@ def main() -> None:
             part = score(make(language), [c for c in cases if c.language == language])
             _add(total, part)
         report(name, total, args.show_errors)
+
+
+def _common_only(language: str) -> LanguageRules:
+    """The tables every language shares, none of the language's own."""
+    return dataclasses.replace(languages.rules_for("(none)"), language=language)
 
 
 def _add(total: Score, part: Score) -> None:
