@@ -262,9 +262,9 @@ class Context:
         """When the listener's audio runs out, less the upstream's time to first audio: what
         ties the segmenter's later-chunk time bound to the runway. Infinite while a chunk is
         being synthesised (its audio is on its way: the loop wakes when it is done); None
-        until the upstream's time to first audio is known."""
+        until the upstream's time to first audio is known, or with ``runway_ms`` 0."""
         first_s = self._upstream_first_s
-        if first_s is None:
+        if first_s is None or not self._options.segmenter.runway_ms:
             return None
         if self._jobs or self._waiting:
             return math.inf

@@ -113,7 +113,8 @@ class SegmenterOptions:
       bound.
     * ``runway_ms`` (300): with nothing being synthesised, a later chunk may end early
       (:meth:`Segmenter.hurry`) once the listener's audio would run out within this margin
-      plus the upstream's measured time to first audio. 0 disables it.
+      plus the upstream's measured time to first audio. 0 disables it, and the runway-tied
+      time bound with it (a session's context then gives no runway: ``time_bound`` alone).
     * ``language`` ("en"): the language whose abbreviations, titles, months and list
       markers decide sentence ends (:mod:`voxgate.sessions.languages`; a session takes its
       voice's language unless ``session.update`` names one).
