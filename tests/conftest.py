@@ -233,11 +233,14 @@ class SentinelServers:
     """A master, one replica and three sentinels watching them as service ``SERVICE``.
 
     ``url`` is the store's form of it (``redis+sentinel://``), naming every sentinel.
-    Failover is quick: a master is down after 1 s without an answer. A replica that must
+    Failover is quick: a master is down after 2 s without an answer. A replica that must
     sync in full (an old master rejoining) does so at once, not after Redis's 5 s delay.
     """
 
     SERVICE = "voxgate"
+    # Short, for quick failovers; not so short that a sentinel starved of CPU for a moment
+    # (a loaded test machine) calls a healthy master down and fails over again.
+    DOWN_AFTER_MS = 2000
 
     def __init__(self, directory: Path) -> None:
         master_port, replica_port, *sentinel_ports = free_ports(5)
@@ -249,7 +252,7 @@ class SentinelServers:
         )  # fmt: skip
         monitor = [
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {master_port} 2",
-            f"sentinel down-after-milliseconds {self.SERVICE} 1000",
+            f"sentinel down-after-milliseconds {self.SERVICE} {self.DOWN_AFTER_MS}",
             f"sentinel failover-timeout {self.SERVICE} 10000",
             f"sentinel parallel-syncs {self.SERVICE} 1",
         ]
@@ -300,14 +303,23 @@ class SentinelServers:
         _until(lambda: self._has_replica(self.master_port()), "it did not rejoin", 40.0)
 
     def _switched_from(self, old: int) -> int:
+        """Until every sentinel names one new master, has the failover behind it and pings
+        that master: a sentinel that has not reached the new master yet would soon call it
+        down and fail over again (to a killed master restarted empty, say)."""
+
         def switched() -> bool:
-            ports = set()
+            masters = []
             for sentinel in self.sentinels:
                 with redis.Redis(port=sentinel.port, decode_responses=True) as client:
-                    ports.add(int(client.sentinel_get_master_addr_by_name(self.SERVICE)[1]))
+                    masters.append(client.sentinel_master(self.SERVICE))
+            ports = {int(master["port"]) for master in masters}
             if len(ports) != 1 or old in ports:
                 return False
-            return _info(ports.pop(), "replication")["role"] == "master"
+            settled = all(
+                master["flags"] == "master" and master["last-ok-ping-reply"] < 500
+                for master in masters
+            )
+            return settled and _info(ports.pop(), "replication")["role"] == "master"
 
         _until(switched, "the sentinels did not fail over")
         return self.master_port()
