@@ -1,6 +1,6 @@
 """The Redis connection every store uses, and what an outage of Redis means to a caller.
 
-The ledger, the key store, the client tokens and the session registry each open a client
+The ledger, the key store, the client tokens and the cluster's records each open a client
 with :func:`redis_client`, on whichever topology ``VOXGATE_REDIS_URL`` names::
 
     redis://[user:password@]host:6379/0             one server (rediss:// for TLS, unix://)
