@@ -35,14 +35,27 @@ for stock where aiortc has the payload and is about to send it.
 
 Each arm ramps N (10, 20, 40, 80, 120, 160, ...) until a level fails twice in a row (once
 may be another process' doing): grid p99 > 5 ms, a late packet the host did not cause,
-or a receiver under 49 packets/s. Then 20
-voxgate streams speak turns after pauses, for the first-audio latency: a turn's first push
-to its first packet on the socket. A turn that starts while the stream is quiet (DTX) is
-sent from the push itself; one that starts within the 200 ms of silence packets after the
-last turn waits for its stream's next slot (0-20 ms).
+or a receiver under 49 packets/s. The bare baselines a level is divided by are measured
+just before it, in the first sender process, on as many frames as the level sends (N
+streams for its measured seconds): "bare" as fast as libopus goes, "bare-rt" paced over
+the same seconds.
+
+Then 20 voxgate streams speak turns after pauses for ``--turn-seconds`` (30 s: about 300
+turns), for the first-audio latency: a turn's first push to its first packet on the
+socket. A turn that starts while the stream is quiet (DTX) is sent from the push itself;
+one that starts within the 200 ms of silence packets after the last turn waits for its
+stream's next slot (0-20 ms). Each turn notes what could have delayed it: whether its
+first packet left from the push ("push") or from a later tick of the clock ("tick": the
+push came while that tick was late), a garbage collection in between ("gc"), the sender
+process preempted in between (involuntary context switches, "preempted"), and steal time.
+p99 is printed with its sample count and the maximum; under 100 samples only the maximum.
 
     python bench/webrtc.py [--quick] [--seconds 8] [--max-streams 400] [--workers 1 2]
                            [--bitrate 24000] [--complexity 5] [--phases 4]
+                           [--turn-seconds 30] [--json PATH]
+
+``--json PATH`` writes {"arms": {arm: [level, ...]}, "first_audio": {...}, ...}; each level
+as ``Level.figures`` gives it (``bench/all.py`` documents the layout).
 
 Only loopback addresses are used; every wait is bounded in time and every loop in count.
 The figures depend on the machine being otherwise idle: each level prints the load average
@@ -54,6 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
+import gc
 import multiprocessing
 import os
 import random
@@ -68,6 +82,7 @@ import aioice.ice
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from figures import add_json_option, tail, tail_text, write_json
 
 from voxgate.codecs.playout import Frame
 from voxgate.gateway.webrtc.clock import PHASES, MediaClock
@@ -245,7 +260,7 @@ def receiver_report(arrivals: dict[int, list[int]], seconds: float) -> dict[str,
 
 class MeasuredTrack(SessionAudioTrack):
     """Notes when each packet left (after the socket send) and its slot on the grid; for
-    turns, a turn's first push and when its first packet left."""
+    turns, a turn's first push, when its first packet left, and what came in between."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -253,14 +268,47 @@ class MeasuredTrack(SessionAudioTrack):
         self.turn: str | None = None
         self.pushed_at = 0.0
         self.quiet = "talking"  # what the stream was doing when the turn's audio came
-        self.first_audio: list[tuple[float, str]] = []  # (push -> sent, quiet)
+        self.before = (0, 0.0)  # involuntary context switches and steal ms at the push
+        self.in_push = False
+        self.first_audio: list[dict[str, Any]] = []  # one per turn, see _sent_frame
+
+    def push(self, *args: Any, **kwargs: Any) -> int:
+        self.in_push = True
+        try:
+            return super().push(*args, **kwargs)
+        finally:
+            self.in_push = False
 
     def _sent_frame(self, frame: Frame, timestamp: int, now: float) -> None:
         super()._sent_frame(frame, timestamp, now)
         self.sends.append((now, frame.due, frame.timestamp))
         if self.turn is not None and frame.context_id == self.turn:
-            self.first_audio.append((now - self.pushed_at, self.quiet))
+            switches, steal = involuntary_switches(), stolen_ms()
+            self.first_audio.append({
+                "ms": (now - self.pushed_at) * 1000,
+                "state": self.quiet,
+                "sent_from": "push" if self.in_push else "tick",
+                "preempted": switches - self.before[0],
+                "steal_ms": steal - self.before[1],
+                "span": (self.pushed_at, now),  # for the GCs in between; not reported
+            })  # fmt: skip
             self.turn = None
+
+
+# Garbage collections of this process while turns are spoken: (start, end), monotonic.
+GC_PAUSES: list[tuple[float, float]] = []
+_gc_started = [0.0]
+
+
+def note_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.monotonic()
+    elif len(GC_PAUSES) < 1_000_000:
+        GC_PAUSES.append((_gc_started[0], time.monotonic()))
+
+
+def involuntary_switches() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 # Stock arm: per sender, its track's timeline (due time of RTP offset 0) and its sends.
@@ -343,6 +391,7 @@ async def speak_turns(track: MeasuredTrack, pcm: bytes, stop: asyncio.Event, see
         length = rng.randint(10, 25) * piece
         start = rng.randrange(0, (len(pcm) - length) // 2) * 2
         context = f"turn{k}"
+        track.before = (involuntary_switches(), stolen_ms())
         track.turn, track.pushed_at = context, time.monotonic()
         track.quiet = quiet_state(track._quiet)
         for offset in range(0, length, piece):
@@ -396,6 +445,7 @@ class Sender:
     def start(self, turns: bool) -> None:
         self.stop = asyncio.Event()
         pcm = self.frames.tobytes()
+        GC_PAUSES.clear()
         if turns:
             self.tasks = [
                 asyncio.create_task(speak_turns(t, pcm, self.stop, i))
@@ -438,7 +488,7 @@ class Sender:
             "jitter": jitter,
             "late": late,  # packets over LATE_MS behind their stream's grid
             "stolen": stolen,  # of those, late while the hypervisor withheld CPU time
-            "first_audio": [s for t in self.voxgate for s in t.first_audio],
+            "first_audio": [with_gc(turn) for t in self.voxgate for turn in t.first_audio],
         }
 
     async def close(self) -> None:
@@ -450,9 +500,18 @@ class Sender:
         self.tracks, self.pcs, self.tasks, self.clock = [], [], [], None
 
 
+def with_gc(turn: dict[str, Any]) -> dict[str, Any]:
+    """The turn's figures, and whether a garbage collection ran between push and send."""
+    pushed, sent = turn["span"]
+    figures = {k: v for k, v in turn.items() if k != "span"}
+    figures["gc"] = any(start < sent and end > pushed for start, end in GC_PAUSES)
+    return figures
+
+
 def sender_main(conn: Connection, frames: np.ndarray) -> None:
     loopback_only()
     RTCRtpSender._next_encoded_frame = timed_next_encoded_frame  # type: ignore[method-assign]
+    gc.callbacks.append(note_gc)
 
     async def main() -> None:
         sender = Sender(frames)
@@ -466,6 +525,9 @@ def sender_main(conn: Connection, frames: np.ndarray) -> None:
                 sender.mark()
             elif op == "report":
                 return sender.report()
+            elif op == "bare":
+                n, options, seconds = arg
+                return tuple(bare_level(frames, n, options, rt, seconds) for rt in (False, True))
             elif op == "close":
                 await sender.close()
             else:
@@ -536,10 +598,37 @@ class Level:
     ts_gaps: int = 0  # RTP timestamp steps other than 960 seen by receivers
     load: float = 0.0  # 1-minute load average after the level: others' work shows here
     steal_ms: float = 0.0  # CPU time the hypervisor withheld from this VM during the level
+    bare: float = float("nan")  # libopus alone on the level's frames, tight loop
+    bare_rt: float = float("nan")  # and paced over the level's seconds
+    attempt: int = 1  # 2: the level again after a failure
 
     @property
     def cpu(self) -> float:
         return self.user + self.system
+
+    def figures(self) -> dict[str, Any]:
+        """The level in ``--json``: percentages are of one core, per stream."""
+        return {
+            "streams": self.streams,
+            "attempt": self.attempt,
+            "cpu_per_stream_pct": self.cpu * 100,
+            "user_pct": self.user * 100,
+            "system_pct": self.system * 100,
+            "bare_pct": self.bare * 100,
+            "bare_rt_pct": self.bare_rt * 100,
+            "ratio_to_bare": self.cpu / self.bare,
+            "ratio_to_bare_rt": self.cpu / self.bare_rt,
+            "due_p99_ms": self.due_p99_ms,
+            "grid_p99_ms": self.grid_p99_ms,
+            "jit_p99_ms": self.jitter_p99_ms,
+            "late": self.late,
+            "stolen": self.stolen,
+            "rx_min_pps": self.rx_min_rate,
+            "ts_gaps": self.ts_gaps,
+            "load": self.load,
+            "steal_ms": self.steal_ms,
+            "passed": self.ok,
+        }
 
     @property
     def ok(self) -> bool:
@@ -599,6 +688,12 @@ class Bench:
         await asyncio.gather(*(call(c, "close") for c in senders))
         await call(self.receivers, "close")
 
+    async def bare(self, n: int, options: TrackOptions, seconds: float) -> tuple[float, float]:
+        """libopus alone in the first sender process, on n streams for ``seconds``: tight
+        and paced CPU per stream."""
+        tight, real_time = await call(self.senders[0], "bare", (n, options, seconds), 600)
+        return tight, real_time
+
     async def level(
         self, arm: str, n: int, workers: int, options: TrackOptions, seconds: float
     ) -> Level:
@@ -634,8 +729,8 @@ class Bench:
             os.getloadavg()[0], steal,
         )  # fmt: skip
 
-    async def first_audio(self, options: TrackOptions, seconds: float) -> list[tuple[float, str]]:
-        """20 streams speaking turns after pauses: (push -> first packet sent, from DTX)."""
+    async def first_audio(self, options: TrackOptions, seconds: float) -> list[dict[str, Any]]:
+        """20 streams speaking turns after pauses: per turn, push -> first packet sent."""
         senders = await self.connect("voxgate", 20, 1, options, turns=True)
         try:
             await asyncio.sleep(seconds)
@@ -645,9 +740,11 @@ class Bench:
         return report["first_audio"]
 
 
-def bare_level(frames: np.ndarray, n: int, options: TrackOptions, real_time: bool) -> float:
-    """CPU per stream (share of one core) of libopus alone on n streams for 1 s of audio:
-    in a tight loop, or paced as real time (a burst of n frames every 20 ms)."""
+def bare_level(
+    frames: np.ndarray, n: int, options: TrackOptions, real_time: bool, seconds: float
+) -> float:
+    """CPU per stream (share of one core) of libopus alone on n streams for ``seconds`` of
+    audio: in a tight loop, or paced as real time (a burst of n frames every 20 ms)."""
     from voxgate.codecs.opus import open_libopus
 
     codecs = [open_libopus(options.opus_format, RATE) for _ in range(n)]
@@ -655,7 +752,7 @@ def bare_level(frames: np.ndarray, n: int, options: TrackOptions, real_time: boo
     audio.sample_rate = RATE
     pieces = [frame.tobytes() for frame in frames]
     cpu, start = 0.0, time.monotonic()
-    for k in range(50):
+    for k in range(round(seconds * 50)):
         if real_time:
             time.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
         began = time.process_time()
@@ -663,22 +760,23 @@ def bare_level(frames: np.ndarray, n: int, options: TrackOptions, real_time: boo
             audio.planes[0].update(pieces[(k + i * 7) % len(pieces)])
             codec.encode(audio)
         cpu += time.process_time() - began
-    return cpu / n
+    return cpu / n / seconds
 
 
 # -- the run --------------------------------------------------------------------------------
 
 HEADER = (
-    "arm          N  cpu/stream (user+sys)  /bare  /bare-rt  due p99  grid p99  jit p99"
-    "  late stoln  rx/s gaps      load steal\n" + "-" * 121
+    "arm          N  cpu/stream (user+sys)  bare  /bare  /bare-rt  due p99  grid p99  jit p99"
+    "  late stoln  rx/s gaps      load steal\n" + "-" * 128
 )
+SLOW_TURN_MS = 5.0  # the first-audio p99 goal: a turn over it is looked at for its cause
 
 
-def row(level: Level, bare: dict[int, tuple[float, float]]) -> str:
-    tight, real_time = bare[level.streams]
+def row(level: Level) -> str:
     return (
         f"{level.arm:11} {level.streams:4} {level.cpu * 100:6.2f}% ({level.user * 100:5.2f}+"
-        f"{level.system * 100:4.2f}) {level.cpu / tight:6.2f}x {level.cpu / real_time:7.2f}x "
+        f"{level.system * 100:4.2f}) {level.bare * 100:5.2f}% {level.cpu / level.bare:5.2f}x "
+        f"{level.cpu / level.bare_rt:7.2f}x "
         f"{level.due_p99_ms:8.2f} {level.grid_p99_ms:9.2f} {level.jitter_p99_ms:8.2f} "
         f"{level.late:5} {level.stolen:5} {level.rx_min_rate:5.1f} {level.ts_gaps:4}  "
         f"{'ok' if level.ok else 'FAIL':4} {level.load:5.2f} {level.steal_ms:4.0f}ms"
@@ -691,7 +789,6 @@ async def run(args: argparse.Namespace) -> None:
     levels = [n for n in LEVELS if n <= args.max_streams]
     arms = [("voxgate", w) for w in args.workers] + [("stock", 1)]
     bench = Bench(frames, max(args.workers), args.phases)
-    bare: dict[int, tuple[float, float]] = {}
     results: list[Level] = []
     print(
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; opus {args.bitrate} bit/s "
@@ -705,59 +802,101 @@ async def run(args: argparse.Namespace) -> None:
         print(HEADER)
         for arm, workers in arms:
             for n in levels:
-                if n not in bare:
-                    bare[n] = tuple(bare_level(frames, n, options, rt) for rt in (False, True))
-                for _ in range(2):  # a failure counts when it happens twice in a row
+                bare = await bench.bare(n, options, args.seconds)
+                for attempt in (1, 2):  # a failure counts when it happens twice in a row
                     level = await bench.level(arm, n, workers, options, args.seconds)
+                    level.bare, level.bare_rt = bare
+                    level.attempt = attempt
                     results.append(level)
-                    print(row(level, bare), flush=True)
+                    print(row(level), flush=True)
                     if level.ok:
                         break
                 if not level.ok:
                     break
-        latency = await bench.first_audio(options, max(args.seconds, 10.0))
+        turns = await bench.first_audio(options, args.turn_seconds)
     finally:
         await bench.close()
     print()
     print(HEADER)
-    for n in sorted(bare):
-        tight, real_time = bare[n]
-        print(f"{'bare':11} {n:4} {tight * 100:6.2f}%  bare-rt {real_time * 100:6.2f}%")
     for level in results:
-        print(row(level, bare))
-    summary(results, bare, latency)
+        print(row(level))
+    figures = {
+        "args": {k: v for k, v in vars(args).items() if k != "json"},
+        "cores": os.cpu_count(),
+        "speech_s": len(frames) / 50,
+        "goals": {"ratio_to_bare": 1.3, "jit_p99_ms": 2.0, "grid_p99_ms": PACED_P99_MS},
+        "arms": {
+            arm: [r.figures() for r in results if r.arm == arm]
+            for arm in dict.fromkeys(r.arm for r in results)
+        },
+        "capacity": capacity(results),
+        "first_audio": first_audio_figures(turns, args.turn_seconds),
+    }
+    write_json(args.json, figures)
 
 
-def summary(
-    results: list[Level], bare: dict[int, tuple[float, float]], latency: list[tuple[float, str]]
-) -> None:
+def capacity(results: list[Level]) -> dict[str, dict[str, Any]]:
+    """Per arm: the most streams that passed, where it failed, and the passing levels'
+    ratios to bare and jitter; printed as the summary."""
     print()
+    table: dict[str, dict[str, Any]] = {}
     for arm in dict.fromkeys(r.arm for r in results):
         passed = [r for r in results if r.arm == arm and r.ok]
         failed = [r for r in results if r.arm == arm and not r.ok]
         passed_n = {r.streams for r in passed}
         fails_at = min((r.streams for r in failed if r.streams not in passed_n), default=None)
-        stop = f", fails at {fails_at}" if fails_at else " (end of ramp)"
-        ratios = [r.cpu / bare[r.streams][0] for r in passed] or [float("nan")]
-        rt = [r.cpu / bare[r.streams][1] for r in passed] or [float("nan")]
-        cpu = f"{min(ratios):.2f}-{max(ratios):.2f}x bare, {min(rt):.2f}-{max(rt):.2f}x bare-rt"
+        ratios = [r.cpu / r.bare for r in passed] or [float("nan")]
+        rt = [r.cpu / r.bare_rt for r in passed] or [float("nan")]
         jitter = max((r.jitter_p99_ms for r in passed), default=float("nan"))
+        table[arm] = {
+            "max_streams": max((r.streams for r in passed), default=0),
+            "fails_at": fails_at,
+            "ratio_to_bare": [min(ratios), max(ratios)],
+            "ratio_to_bare_rt": [min(rt), max(rt)],
+            "jit_p99_ms_max": jitter,
+        }
+        stop = f", fails at {fails_at}" if fails_at else " (end of ramp)"
+        cpu = f"{min(ratios):.2f}-{max(ratios):.2f}x bare, {min(rt):.2f}-{max(rt):.2f}x bare-rt"
         print(
-            f"{arm:11} max streams {max((r.streams for r in passed), default=0)}{stop}; "
+            f"{arm:11} max streams {table[arm]['max_streams']}{stop}; "
             f"CPU/stream {cpu if passed else 'n/a'} (goal <= 1.3x); "
             f"interval jitter p99 <= {jitter:.2f} ms (goal <= 2)"
         )
-    states = ("dtx", "hangover", "talking")
-    for label, rows in [("all turns", latency)] + [
-        (f"after {state}", [r for r in latency if r[1] == state]) for state in states
-    ]:
-        if rows:
-            ms = np.array([seconds for seconds, _ in rows]) * 1000
-            p50, p99 = (float(np.percentile(ms, q)) for q in (50, 99))
-            print(
-                f"first audio, {label}: {len(rows)} turns on 20 streams, push -> packet sent "
-                f"p50 {p50:.2f} / p99 {p99:.2f} ms (goal 2/5)"
-            )
+    return table
+
+
+def first_audio_figures(turns: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """First audio per state the stream was in, with its tail, and what the slow turns
+    (over SLOW_TURN_MS) had in common: printed, and returned for ``--json``."""
+    figures: dict[str, Any] = {"streams": 20, "seconds": seconds, "turns": turns, "by_state": {}}
+    for state in ("all", "dtx", "hangover", "talking"):
+        rows = [t for t in turns if state in ("all", t["state"])]
+        if not rows:
+            continue
+        summary = tail((t["ms"] for t in rows), keep=state == "all")
+        figures["by_state"][state] = summary
+        print(
+            f"first audio, {'all turns' if state == 'all' else 'after ' + state}: "
+            f"{len(rows)} turns on 20 streams, push -> packet sent {tail_text(summary)} "
+            f"(goal p50 2 / p99 5)"
+        )
+    slow = [t for t in turns if t["state"] != "hangover" and t["ms"] > SLOW_TURN_MS]
+    causes = {
+        "sent_from_tick": sum(t["sent_from"] == "tick" for t in slow),
+        "gc": sum(t["gc"] for t in slow),
+        "preempted": sum(t["preempted"] > 0 for t in slow),
+        "steal": sum(t["steal_ms"] > 0 for t in slow),
+        "none_seen": sum(
+            t["sent_from"] == "push" and not t["gc"] and not t["preempted"] and not t["steal_ms"]
+            for t in slow
+        ),
+    }
+    figures["slow"] = {"over_ms": SLOW_TURN_MS, "turns": len(slow), **causes}
+    print(
+        f"turns not in a hangover over {SLOW_TURN_MS:g} ms: {len(slow)}; of them "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in causes.items())
+    )
+    return figures
 
 
 def main() -> None:
@@ -771,9 +910,13 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=[1, 2], help="voxgate arms: sender processes"
     )
     parser.add_argument("--phases", type=int, default=PHASES, help="media clock phases")
+    parser.add_argument(
+        "--turn-seconds", type=float, default=30.0, help="turns spoken for first audio"
+    )
+    add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
-        args.seconds = 2.0
+        args.seconds, args.turn_seconds = 2.0, min(args.turn_seconds, 10.0)
     loopback_only()
     asyncio.run(run(args))
 
