@@ -35,7 +35,13 @@ measures:
                       holds (the default lease, 5 s).
 
     python bench/cluster.py [--nodes 2] [--levels 10 25 50 100 150 200] [--samples 30]
-                            [--quick]
+                            [--quick] [--json PATH]
+
+``--json PATH`` writes {"sessions_per_node": [{"sessions", "lateness_ms": {"p50", "p99",
+"max"}, "cpu_pct": {"node", "engine", "clients"}, "passed"}], "whep_attach" and "resume":
+{"direct" | "forwarded": {"answer_ms" | "resumed_ms", "first_audio_ms": {"p50", "p99"}}},
+"redis_per_turn": {"session", "turn", "each_further_turn": round trips, "idle_per_s"},
+"node_death_s"}.
 
 Only loopback addresses are used; every wait is bounded in time and every loop in count.
 """
@@ -63,6 +69,7 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from figures import add_json_option, write_json
 from ledger_reserve import redis_server
 from local_cluster import LocalCluster, Node, free_port
 
@@ -157,7 +164,7 @@ async def paced_session(
 
 async def sessions_level(
     http: aiohttp.ClientSession, node: Node, sessions: int, engine_pid: int
-) -> bool:
+) -> dict[str, Any]:
     start = asyncio.Event()
     assert node.process is not None
     stagger = random.Random(sessions)  # turns start spread over STAGGER_S, as callers do
@@ -186,7 +193,18 @@ async def sessions_level(
         f"{'pass' if passed else 'FAIL'}"
         + (f"  ({len(failures)} sessions failed: {failures[0]!r})" if failures else "")
     )
-    return passed
+    return {
+        "sessions": sessions,
+        "frames": len(lateness),
+        "lateness_ms": {"p50": percentile(lateness, 0.5), "p99": p99, "max": worst},
+        "cpu_pct": {
+            "node": 100 * cpu / wall,
+            "engine": 100 * engine_cpu / wall,
+            "clients": 100 * client_cpu / wall,
+        },
+        "failed_sessions": len(failures),
+        "passed": passed,
+    }
 
 
 def _own_cpu() -> float:
@@ -194,18 +212,21 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def sessions_per_node(cluster: LocalCluster, levels: list[int], engine_pid: int) -> None:
+async def sessions_per_node(
+    cluster: LocalCluster, levels: list[int], engine_pid: int
+) -> list[dict[str, Any]]:
     print("\nSessions one node holds, audio paced in real time (straight to node 0's port):")
     node = cluster.nodes[0]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        failed_in_a_row = 0
+        failed_in_a_row, measured = 0, []
         for sessions in levels:
-            passed = await sessions_level(http, node, sessions, engine_pid)
-            failed_in_a_row = 0 if passed else failed_in_a_row + 1
+            measured.append(await sessions_level(http, node, sessions, engine_pid))
+            failed_in_a_row = 0 if measured[-1]["passed"] else failed_in_a_row + 1
             if failed_in_a_row == 2:
                 break
             await asyncio.sleep(1.0)
+    return measured
 
 
 # ---- WHEP attach, direct and forwarded ----------------------------------------------
@@ -250,7 +271,11 @@ async def attach_once(
     return (answered - started) * 1000, (audio - started) * 1000
 
 
-async def whep_attach(cluster: LocalCluster, samples: int) -> None:
+def quantiles(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99), "n": len(values)}
+
+
+async def whep_attach(cluster: LocalCluster, samples: int) -> dict[str, Any]:
     owner, other = cluster.nodes[0], cluster.nodes[1]
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(ws_url(owner), headers=HEADERS)
@@ -280,6 +305,13 @@ async def whep_attach(cluster: LocalCluster, samples: int) -> None:
     direct = statistics.median(a for a, _ in timings["direct"])
     forwarded = statistics.median(a for a, _ in timings["forwarded"])
     print(f"  forwarding adds {forwarded - direct:.1f} ms to the answer (medians)")
+    return {
+        arm: {
+            "answer_ms": quantiles([a for a, _ in values]),
+            "first_audio_ms": quantiles([b for _, b in values]),
+        }
+        for arm, values in timings.items()
+    }
 
 
 async def _drain(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -336,7 +368,7 @@ async def resume_once(
     return (resumed - asked) * 1000, (audio - asked) * 1000, refused
 
 
-async def resume_cost(cluster: LocalCluster, samples: int) -> None:
+async def resume_cost(cluster: LocalCluster, samples: int) -> dict[str, Any]:
     owner, other = cluster.nodes[0], cluster.nodes[1]
     timings: dict[str, list[tuple[float, float, int]]] = {"direct": [], "forwarded": []}
     async with aiohttp.ClientSession() as http:
@@ -357,6 +389,14 @@ async def resume_cost(cluster: LocalCluster, samples: int) -> None:
             f"{percentile(audio, 0.5):6.1f}  p99 {percentile(audio, 0.99):6.1f} ms   "
             f"asks answered session_attached: {refused}"
         )
+    return {
+        arm: {
+            "resumed_ms": quantiles([a for a, _, _ in values]),
+            "first_audio_ms": quantiles([b for _, b, _ in values]),
+            "refused": sum(r for _, _, r in values),
+        }
+        for arm, values in timings.items()
+    }
 
 
 # ---- Redis calls per turn -------------------------------------------------------------
@@ -431,7 +471,7 @@ async def session_with_turns(http: aiohttp.ClientSession, url: str, turns: int) 
     await ws.close()
 
 
-async def redis_per_turn(cluster: LocalCluster, redis_url: str) -> None:
+async def redis_per_turn(cluster: LocalCluster, redis_url: str) -> dict[str, float]:
     node = cluster.nodes[0]
     monitor = CommandMonitor(redis_url)
 
@@ -464,14 +504,17 @@ async def redis_per_turn(cluster: LocalCluster, redis_url: str) -> None:
         f"(heartbeats, reaper scans: {sum(idle_sent.values()) / idle_s:.1f} round trips/s, "
         f"{sum(idle_scripted.values()) / idle_s:.1f} commands/s inside their scripts):"
     )
-    for label, (sent, scripted) in (
-        ("a session opened and closed, no turn", net[0]),
-        ("a session with one turn (2 chunks)", net[1]),
-        ("each further turn (2 chunks)", _per_turn(net[1], net[5])),
+    trips = {"idle_per_s": sum(idle_sent.values()) / idle_s}
+    for key, label, (sent, scripted) in (
+        ("session", "a session opened and closed, no turn", net[0]),
+        ("turn", "a session with one turn (2 chunks)", net[1]),
+        ("each_further_turn", "each further turn (2 chunks)", _per_turn(net[1], net[5])),
     ):
         print(f"  {label}: {sum(sent.values()):.1f} round trips ({_top(sent)})")
         print(f"      and {sum(scripted.values()):.1f} commands inside scripts ({_top(scripted)})")
+        trips[key] = sum(sent.values())
     print("  per audio frame: none (frames never touch the store)")
+    return trips
 
 
 def _less(calls: Counter[str], idle: Counter[str], scale: float) -> Counter[str]:
@@ -501,7 +544,7 @@ def _top(calls: Counter[str]) -> str:
 # ---- a node killed -9 ------------------------------------------------------------------
 
 
-async def node_death(cluster: LocalCluster, redis_url: str, lease_s: float) -> None:
+async def node_death(cluster: LocalCluster, redis_url: str, lease_s: float) -> float:
     """A node killed mid-turn: how long until a survivor has refunded its holds."""
     victim = cluster.nodes[-1]
     ledger = RedisLedger.from_url(redis_url)
@@ -524,6 +567,7 @@ async def node_death(cluster: LocalCluster, redis_url: str, lease_s: float) -> N
         f"\nA node killed -9 mid-turn ({held} credits held), lease {lease_s:g} s: "
         f"its holds refunded by a survivor {settled:.2f} s later"
     )
+    return settled
 
 
 async def held_when(
@@ -543,12 +587,16 @@ async def held_when(
 
 async def measure(
     cluster: LocalCluster, redis_url: str, engine_pid: int, args: argparse.Namespace
-) -> None:
-    await redis_per_turn(cluster, redis_url)
-    await whep_attach(cluster, args.samples)
-    await resume_cost(cluster, args.samples)
-    await sessions_per_node(cluster, args.levels, engine_pid)
-    await node_death(cluster, redis_url, LEASE_S)
+) -> dict[str, Any]:
+    return {
+        "nodes": args.nodes,
+        "redis_per_turn": await redis_per_turn(cluster, redis_url),
+        "whep_attach": await whep_attach(cluster, args.samples),
+        "resume": await resume_cost(cluster, args.samples),
+        "sessions_per_node": await sessions_per_node(cluster, args.levels, engine_pid),
+        "node_death_s": await node_death(cluster, redis_url, LEASE_S),
+        "lease_s": LEASE_S,
+    }
 
 
 def main() -> None:
@@ -558,6 +606,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="10 samples, levels 10 25 50")
     parser.add_argument("--redis-server", default="/usr/bin/redis-server")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.samples, args.levels = 10, [10, 25, 50]
@@ -588,7 +637,7 @@ def main() -> None:
                 "upstream one `voxgate local-tts` process; "
                 f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
             )
-            asyncio.run(measure(cluster, redis_url, engine_pid, args))
+            write_json(args.json, asyncio.run(measure(cluster, redis_url, engine_pid, args)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ The Opus comparison runs voxgate's encoder and a bare ``av.CodecContext`` libopu
 each round. DESIGN.md's budget for the whole WebRTC path is 1.3x bare libopus; the
 encoder's share of that should be close to 1.0x.
 
-    python bench/encoders.py [--seconds 20] [--rounds 5]
+    python bench/encoders.py [--seconds 20] [--rounds 5] [--json PATH]
+
+``--json PATH`` writes {"formats": {name: {"pieces_20ms": ms/s, "bursts_240ms": ms/s}},
+"opus": {"voxgate_ms_per_s", "bare_ms_per_s", "ratio_best", "ratio_median"}}.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable
 
 import av
 import numpy as np
+from figures import add_json_option, write_json
 
 from voxgate.codecs.encoders import OutputFormat, make_encoder
 
@@ -93,17 +97,20 @@ def cpu_seconds(run: Callable[[], None]) -> float:
     return time.process_time() - start
 
 
-def report_formats(pcm: bytes, seconds: float, rounds: int) -> None:
+def report_formats(pcm: bytes, seconds: float, rounds: int) -> dict[str, dict[str, float]]:
     print(f"{'format':<12} {'20 ms pieces':>14} {'240 ms bursts':>14}   CPU ms per s of audio")
+    table = {}
     for name in NAMES:
         figures = []
         for ms in (20, 240):
             run = encoder_run(name, cut(pcm, ms))
             figures.append(min(cpu_seconds(run) for _ in range(rounds)) / seconds * 1000)
         print(f"{name:<12} {figures[0]:>14.3f} {figures[1]:>14.3f}")
+        table[name] = {"pieces_20ms": figures[0], "bursts_240ms": figures[1]}
+    return table
 
 
-def report_opus_ratio(pcm: bytes, seconds: float, rounds: int) -> None:
+def report_opus_ratio(pcm: bytes, seconds: float, rounds: int) -> dict[str, float]:
     pieces = cut(pcm, 20)
     ours, bare = encoder_run("opus", pieces), bare_opus_run(pieces)
     ours_cpu, bare_cpu = [], []
@@ -120,17 +127,25 @@ def report_opus_ratio(pcm: bytes, seconds: float, rounds: int) -> None:
           f"median {statistics.median(bare_cpu) * per_s:7.3f} ms/s")  # fmt: skip
     print(f"  ratio voxgate / bare  best-vs-best {min(ours_cpu) / min(bare_cpu):.3f}  "
           f"median of rounds {statistics.median(ratios):.3f}  (path budget <= 1.3)")  # fmt: skip
+    return {
+        "voxgate_ms_per_s": min(ours_cpu) * per_s,
+        "bare_ms_per_s": min(bare_cpu) * per_s,
+        "ratio_best": min(ours_cpu) / min(bare_cpu),
+        "ratio_median": statistics.median(ratios),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=5)
+    add_json_option(parser)
     args = parser.parse_args()
     pcm = speech_like(args.seconds)
     encoder_run("opus", cut(pcm, 20))()  # warm-up: first use loads codecs and tables
-    report_formats(pcm, args.seconds, args.rounds)
-    report_opus_ratio(pcm, args.seconds, args.rounds)
+    formats = report_formats(pcm, args.seconds, args.rounds)
+    opus = report_opus_ratio(pcm, args.seconds, args.rounds)
+    write_json(args.json, {"seconds": args.seconds, "formats": formats, "opus": opus})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ reserve the way a session calls it: one chunk after another, sessions of 20 chun
 chunk committed after its reserve (the commit is not timed). Budget: Redis reserve p99 <= 1 ms.
 
     python bench/ledger_reserve.py [--chunks 5000] [--rounds 3] [--redis-server PATH]
+                                   [--json PATH]
+
+``--json PATH`` writes {"rounds": [{"memory": {"p50", "p99", "max"}, "redis": {...}}, ...]}
+in ms, with the best and worst round's Redis p99.
 
 Each round uses a fresh account; a round's figures are printed as measured, so a noisy
 neighbour on the machine shows as one bad round rather than a blended number.
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from figures import add_json_option, write_json
 
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -80,24 +85,28 @@ async def time_reserves(ledger: Ledger, chunks: int, label: str) -> list[float]:
     return sorted(durations)
 
 
-def report(name: str, durations: list[float]) -> float:
+def report(name: str, durations: list[float]) -> dict[str, float]:
     p50, p99 = percentile(durations, 0.50), percentile(durations, 0.99)
     print(f"{name:<8} reserve  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  max {durations[-1]:6.3f} ms")
-    return p99
+    return {"p50": p50, "p99": p99, "max": durations[-1], "n": len(durations)}
 
 
-async def main(chunks: int, rounds: int, executable: str) -> None:
+async def main(chunks: int, rounds: int, executable: str) -> dict[str, object]:
     print(f"{chunks} sequential reserves per store and round, {CHUNKS_PER_SESSION} per session")
-    p99s: list[float] = []
+    measured: list[dict[str, dict[str, float]]] = []
     with redis_server(executable) as url:
         ledger = RedisLedger.from_url(url)
         for round_ in range(rounds):
-            report("memory", await time_reserves(MemoryLedger(), chunks, f"memory{round_}"))
-            p99s.append(report("redis", await time_reserves(ledger, chunks, f"redis{round_}")))
+            memory_ = await time_reserves(MemoryLedger(), chunks, f"memory{round_}")
+            memory = report("memory", memory_)
+            redis_ = report("redis", await time_reserves(ledger, chunks, f"redis{round_}"))
+            measured.append({"memory": memory, "redis": redis_})
         await ledger.aclose()
+    p99s = [r["redis"]["p99"] for r in measured]
     best, worst = min(p99s), max(p99s)
     verdict = "within" if best <= BUDGET_P99_MS else "OVER"
     print(f"redis reserve p99 {best:.3f} ms best round, {worst:.3f} ms worst: {verdict} budget")
+    return {"rounds": measured, "redis_p99_best": best, "redis_p99_worst": worst}
 
 
 if __name__ == "__main__":
@@ -105,5 +114,7 @@ if __name__ == "__main__":
     parser.add_argument("--chunks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
+    add_json_option(parser)
     options = parser.parse_args()
-    asyncio.run(main(options.chunks, options.rounds, options.redis_server))
+    figures = asyncio.run(main(options.chunks, options.rounds, options.redis_server))
+    write_json(options.json, figures)

@@ -25,7 +25,11 @@ RSS after close is not expected to fall back to the baseline: CPython and glibc 
 memory for reuse. Running a level twice (`--sessions 50 50`) tells reuse from a leak.
 
     python bench/lookahead.py [--sessions 1 10 50] [--seconds 15] [--quick]
-                              [--redis-url redis://127.0.0.1:6379/0]
+                              [--redis-url redis://127.0.0.1:6379/0] [--json PATH]
+
+``--json PATH`` writes {"turn_chars", "seconds", "store", "levels": [{"sessions",
+"baseline_mb", "peak_mb", "per_session_mb", "max_held", "total_held", "after_mb",
+"held_after", "audio_s", "errors"}]}.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
 import aiohttp
+from figures import add_json_option, write_json
 
 CREDITS = 100_000_000
 ENGINE_KEY = "vxl_bench_engine_key_0123456789"
@@ -336,7 +341,7 @@ def report(level: Level) -> None:
         print(f"         ! {level.errors.count(error)}x {error}")
 
 
-async def measure(gateway: Gateway, engine_port: int, args: argparse.Namespace) -> None:
+async def measure(gateway: Gateway, engine_port: int, args: argparse.Namespace) -> dict[str, Any]:
     await wait_ready(f"http://127.0.0.1:{engine_port}/healthz")
     await wait_ready(f"{gateway.base}/readyz")
     store = f"Redis {args.redis_url}" if args.redis_url else "in-process store"
@@ -365,6 +370,12 @@ async def measure(gateway: Gateway, engine_port: int, args: argparse.Namespace) 
         f" <= {BUDGET_HELD} credits held per session {'met' if held_ok else 'EXCEEDED'};"
         f" nothing held after close {'yes' if all(not lv.held_after for lv in levels) else 'NO'}"
     )
+    return {
+        "turn_chars": len(answer(4000)),
+        "seconds": args.seconds,
+        "store": "redis" if args.redis_url else "in-process",
+        "levels": [{**asdict(lv), "per_session_mb": lv.per_session_mb} for lv in levels],
+    }
 
 
 @contextlib.contextmanager
@@ -383,7 +394,7 @@ def running(
             process.wait()
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> dict[str, Any]:
     engine_port, gateway_port = free_port(), free_port()
     key = f"vg_bench_lookahead_{secrets.token_hex(8)}"  # a fresh account, also in Redis
     engine_env = {**os.environ, "VOXTRAL_LOCAL_API_KEYS": f"{ENGINE_KEY}:{CREDITS}"}
@@ -402,7 +413,7 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.NamedTemporaryFile(prefix="voxgate-lookahead-", suffix=".log") as log:
         try:
             with running(engine_cmd, engine_env, log), running(serve, gateway_env, log) as gw:
-                asyncio.run(measure(Gateway(gw.pid, gateway_port, key), engine_port, args))
+                return asyncio.run(measure(Gateway(gw.pid, gateway_port, key), engine_port, args))
         except BaseException:
             log.flush()
             log.seek(0)
@@ -419,7 +430,8 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=float, default=2.0, help="wait before reading RSS idle")
     parser.add_argument("--quick", action="store_true", help="1 and 10 sessions, 8 s turns")
     parser.add_argument("--redis-url", default="", help="the store (default: in-process)")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.sessions, args.seconds = [1, 10], 8.0
-    main(args)
+    write_json(args.json, main(args))

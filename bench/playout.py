@@ -8,7 +8,10 @@ upstream speaks turns of 1-4 s after a first-byte delay of 50-300 ms, as deltas 
 at 2-6x real time, now and then one late by up to 80 ms; the listener answers 0.3-2 s after
 a turn has played. Time never sleeps: the figures are the buffer's own CPU cost.
 
-    python bench/playout.py [--streams 160] [--seconds 30] [--seed 1]
+    python bench/playout.py [--streams 160] [--seconds 30] [--seed 1] [--json PATH]
+
+``--json PATH`` writes {"streams", "us_per_frame", "pull_us", "push_us", "core_pct",
+"tick_us": {"p50", "p99", "max"}, "memory_kib": {delta ms: KiB}, ...}.
 
 Prints the cost per frame of ``pull`` and of ``push`` (spread over the frames), the whole
 tick for all streams (p50/p99/max), the share of one core at 50 frames/s per stream, and the
@@ -23,6 +26,9 @@ import random
 import time
 import tracemalloc
 from collections import defaultdict, deque
+from typing import Any
+
+from figures import add_json_option, write_json
 
 from voxgate.codecs.playout import PlayoutBuffer, PlayoutOptions
 
@@ -71,7 +77,7 @@ def feed(buffer: PlayoutBuffer, pending: Pending, now: float) -> int:
     return pushes
 
 
-def run(streams: int, seconds: float, seed: int) -> None:
+def run(streams: int, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     blob = rng.randbytes(10 * 1000 * BYTES_PER_MS)
     schedules = [upstream(seconds, rng, blob) for _ in range(streams)]
@@ -97,7 +103,7 @@ def run(streams: int, seconds: float, seed: int) -> None:
         t2 = time.perf_counter()
         push_s, pull_s = push_s + t1 - t0, pull_s + t2 - t1
         tick_us.append((t2 - t0) * 1e6)
-    report(streams, ticks, frames, pushes, push_s, pull_s, tick_us, buffers)
+    return report(streams, ticks, frames, pushes, push_s, pull_s, tick_us, buffers)
 
 
 def report(
@@ -109,10 +115,11 @@ def report(
     pull_s: float,
     tick_us: list[float],
     buffers: list[PlayoutBuffer],
-) -> None:
+) -> dict[str, Any]:
     assert frames == streams * ticks, "one frame per stream per tick"
     per_frame = (push_s + pull_s) / frames * 1e6
     tick_us.sort()
+    ticked = {"p50": tick_us[len(tick_us) // 2], "p99": tick_us[int(len(tick_us) * 0.99)]}
     under = sum(b.stats.underruns_upstream for b in buffers)
     gateway = sum(b.stats.underruns_gateway for b in buffers)
     silent = sum(b.stats.silent_frames for b in buffers)
@@ -123,11 +130,22 @@ def report(
     )
     print(f"  pull + push   {per_frame:6.2f} us/frame")
     print(
-        f"  tick, all {streams} streams: p50 {tick_us[len(tick_us) // 2]:.0f} us, "
-        f"p99 {tick_us[int(len(tick_us) * 0.99)]:.0f} us, max {tick_us[-1]:.0f} us"
+        f"  tick, all {streams} streams: p50 {ticked['p50']:.0f} us, "
+        f"p99 {ticked['p99']:.0f} us, max {tick_us[-1]:.0f} us"
     )
     print(f"  one core at 50 frames/s/stream: {per_frame * 50 * streams / 1e4:.2f} %")
     print(f"  silent frames {silent / frames:.0%}, underruns upstream {under}, gateway {gateway}")
+    return {
+        "streams": streams,
+        "ticks": ticks,
+        "us_per_frame": per_frame,
+        "pull_us": pull_s / frames * 1e6,
+        "push_us": push_s / frames * 1e6,
+        "core_pct": per_frame * 50 * streams / 1e4,
+        "tick_us": {**ticked, "max": tick_us[-1], "n": len(tick_us)},
+        "silent_share": silent / frames,
+        "underruns": {"upstream": under, "gateway": gateway},
+    }
 
 
 def memory_per_stream(delta_ms: int, streams: int = 100) -> float:
@@ -155,14 +173,18 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=160)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    add_json_option(parser)
     args = parser.parse_args()
-    run(args.streams, args.seconds, args.seed)
+    figures = run(args.streams, args.seconds, args.seed)
     print("memory per stream at 1 s buffered (48,000 bytes of PCM):")
+    figures["memory_kib"] = {}
     for delta_ms in (20, 100, 250, 1000):
         used = memory_per_stream(delta_ms)
+        figures["memory_kib"][delta_ms] = used / 1024
         print(
             f"  {delta_ms:5d} ms deltas: {used / 1024:6.1f} KiB ({used / 48000 - 1:+.1%} overhead)"
         )
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

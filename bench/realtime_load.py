@@ -5,7 +5,11 @@ serve` pointed at it as if it were the real API (the gateway, whose CPU is measu
 /proc), and this script's clients. Every client streams an LLM-like answer at 30 tokens/s,
 closes its context and reads everything back; sessions start staggered over one second.
 
-    python bench/realtime_load.py [--sessions 10 25 50] [--pacing fast|realtime]
+    python bench/realtime_load.py [--sessions 10 25 50] [--pacing fast|realtime] [--json PATH]
+
+Time to first audio is counted from a session's first token; its p99 is printed only over
+100 sessions or more (below, the maximum). ``--json PATH`` writes {"levels": [{"sessions",
+"ttfa_ms": {"n", "p50", "p99", "max", "samples"}, "cpu_ms_per_session", "cpu_pct"}]}.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import asyncio
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import aiohttp
+from figures import add_json_option, tail, tail_text, write_json
 
 TEXT = (
     "Thanks for waiting. I found your booking for two nights in Lisbon, arriving on the "
@@ -84,7 +89,7 @@ async def one_session(http: aiohttp.ClientSession, ws_url: str, pacing: str, del
     return first_audio
 
 
-async def run_level(ws_url: str, gateway_pid: int, sessions: int, pacing: str) -> None:
+async def run_level(ws_url: str, gateway_pid: int, sessions: int, pacing: str) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         cpu0, wall0 = cpu_seconds(gateway_pid), time.perf_counter()
@@ -92,15 +97,20 @@ async def run_level(ws_url: str, gateway_pid: int, sessions: int, pacing: str) -
             *(one_session(http, ws_url, pacing, i / sessions) for i in range(sessions))
         )
         cpu, wall = cpu_seconds(gateway_pid) - cpu0, time.perf_counter() - wall0
-    ttfa = sorted(r * 1000 for r in results)
-    p99 = ttfa[min(len(ttfa) - 1, round(0.99 * (len(ttfa) - 1)))]
+    ttfa = tail((r * 1000 for r in results), keep=True)
     print(
-        f"{sessions:9d} {statistics.median(ttfa):10.1f} {p99:10.1f} "
+        f"{sessions:9d}  TTFA {tail_text(ttfa, digits=1):38s} "
         f"{cpu * 1000 / sessions:14.1f} {100 * cpu / wall:10.1f}"
     )
+    return {
+        "sessions": sessions,
+        "ttfa_ms": ttfa,
+        "cpu_ms_per_session": cpu * 1000 / sessions,
+        "cpu_pct": 100 * cpu / wall,
+    }
 
 
-async def main(levels: list[int], pacing: str) -> None:
+async def main(levels: list[int], pacing: str) -> dict[str, Any]:
     engine_port, gateway_port = free_port(), free_port()
     env = {**os.environ, "VOXTRAL_LOCAL_API_KEYS": ENGINE_KEY}
     engine = subprocess.Popen(
@@ -124,20 +134,21 @@ async def main(levels: list[int], pacing: str) -> None:
         await wait_ready(f"http://127.0.0.1:{gateway_port}/readyz")
         ws_url = f"ws://127.0.0.1:{gateway_port}/v1/realtime"
         print(f"pacing {pacing}; text {len(TEXT)} chars at 30 tokens/s; one gateway process")
-        print(" sessions  TTFA p50    TTFA p99  CPU ms/session  CPU % core")
+        print(f" sessions  {'time to first audio':44s} CPU ms/session  CPU % core")
         await run_level(ws_url, gateway.pid, 2, pacing)  # warm-up, printed for completeness
-        for level in levels:
-            await run_level(ws_url, gateway.pid, level, pacing)
+        measured = [await run_level(ws_url, gateway.pid, level, pacing) for level in levels]
     finally:
         for process in (gateway, engine):
             process.send_signal(signal.SIGTERM)
         for process in (gateway, engine):
             process.wait(timeout=30)
+    return {"pacing": pacing, "text_chars": len(TEXT), "token_rate": 30, "levels": measured}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--pacing", choices=["fast", "realtime"], default="fast")
+    add_json_option(parser)
     args = parser.parse_args()
-    asyncio.run(main(args.sessions, args.pacing))
+    write_json(args.json, asyncio.run(main(args.sessions, args.pacing)))

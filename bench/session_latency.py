@@ -13,7 +13,14 @@ and the ratio of gateway-added time to the upstream's own first-byte time, where
 gateway-added time is the two gateway steps (the wait for text is the LLM's, and would be
 the same with any gateway). Both ledgers: in-process, and Redis on a local server.
 
-    python bench/session_latency.py [--runs 15]
+A run ends at its first audio: the feed stops there and the turn is closed, so that 200
+runs per ledger (a p99 that is not just the maximum) take about a minute each. A p99 is
+printed with its sample count and the maximum, and only over 100 runs or more.
+
+    python bench/session_latency.py [--runs 200] [--json PATH]
+
+``--json PATH`` writes {"ledgers": {"in-process" | "redis": {step: {"n", "p50", "p99",
+"max"}, "ratio": {...}}}}, with the samples of "to_audio" (first token -> first audio).
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ import argparse
 import asyncio
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from figures import add_json_option, tail, tail_text, write_json
 
 from voxgate.errors import StoreUnavailable
 from voxgate.sessions.events import AudioOut, ContextDone
@@ -70,9 +78,12 @@ async def one_run(upstream: Upstream, ledger: Ledger, run: int) -> dict[str, flo
     tokens = [TEXT[i : i + 4] for i in range(0, len(TEXT), 4)]
 
     pushed: list[float] = []
+    heard = asyncio.Event()
 
     async def feed() -> None:
         for token in tokens:
+            if heard.is_set():
+                break  # the run's figures are in: the rest of the text would only take time
             pushed.append(time.perf_counter())
             session.append(token)
             await asyncio.sleep(1 / TOKEN_RATE)
@@ -85,6 +96,7 @@ async def one_run(upstream: Upstream, ledger: Ledger, run: int) -> dict[str, flo
         event = await session.next_event()
         if isinstance(event, AudioOut) and not first_audio:
             first_audio = time.perf_counter()
+            heard.set()
         if isinstance(event, ContextDone):
             break
     await feeder
@@ -103,21 +115,28 @@ async def one_run(upstream: Upstream, ledger: Ledger, run: int) -> dict[str, flo
     }
 
 
-def report(name: str, results: list[dict[str, float]]) -> None:
+LABELS = {
+    "text_wait": "first token -> token completing chunk",
+    "to_upstream": "that token -> chunk sent upstream",
+    "upstream_fb": "upstream's own first-byte time",
+    "after_upstream": "upstream first PCM -> audio out",
+    "to_audio": "first token -> first audio out",
+}
+
+
+def report(name: str, results: list[dict[str, float]]) -> dict[str, dict[str, object]]:
     print(f"\n{name} ledger, {len(results)} runs, tokens of 4 chars at {TOKEN_RATE:g}/s")
-    labels = {
-        "text_wait": "first token -> token completing chunk",
-        "to_upstream": "that token -> chunk sent upstream",
-        "upstream_fb": "upstream's own first-byte time",
-        "after_upstream": "upstream first PCM -> audio out",
-        "to_audio": "first token -> first audio out",
-    }
-    for key, label in labels.items():
-        values = sorted(r[key] for r in results)
-        p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
-        print(f"  {label:38s} p50 {statistics.median(values):8.2f} ms   p99 {p99:8.2f} ms")
-    ratio = statistics.median(r["ratio"] for r in results)
-    print(f"  gateway-added / upstream first-byte     median {ratio:.2f}")
+    figures = {}
+    for key, label in LABELS.items():
+        figures[key] = tail((r[key] for r in results), keep=key == "to_audio")
+        print(f"  {label:38s} {tail_text(figures[key])}")
+    figures["ratio"] = tail(r["ratio"] for r in results)
+    ratio = figures["ratio"]
+    print(
+        f"  gateway-added / upstream first-byte     median {ratio['p50']:.2f}"
+        f" (max {ratio['max']:.2f})"
+    )
+    return figures
 
 
 async def wait_for_store(ledger: RedisLedger) -> None:
@@ -137,16 +156,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def main(runs: int) -> None:
+async def main(runs: int) -> dict[str, object]:
+    ledgers: dict[str, object] = {}
+    figures = {"runs": runs, "token_rate": TOKEN_RATE, "ledgers": ledgers}
     with BackgroundEngine() as engine:
         config = UpstreamConfig(base_url=engine.base_url, api_key=engine.api_key)
         async with Upstream(config) as upstream:
             await one_run(upstream, MemoryLedger(), -1)  # warm-up
-            report("in-process", [await one_run(upstream, MemoryLedger(), i) for i in range(runs)])
+            measured = [await one_run(upstream, MemoryLedger(), i) for i in range(runs)]
+            ledgers["in-process"] = report("in-process", measured)
             redis_server = shutil.which("redis-server")
             if redis_server is None:
                 print("\nredis-server not installed: Redis ledger skipped")
-                return
+                return figures
             port = free_port()
             with tempfile.TemporaryDirectory() as tmp:
                 server = subprocess.Popen(
@@ -168,13 +190,16 @@ async def main(runs: int) -> None:
                     await wait_for_store(ledger)
                     results = [await one_run(upstream, ledger, i) for i in range(runs)]
                     await ledger.aclose()
-                    report("Redis", results)
+                    ledgers["redis"] = report("Redis", results)
                 finally:
                     server.terminate()
                     server.wait()
+    return figures
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--runs", type=int, default=200)
+    add_json_option(parser)
+    args = parser.parse_args()
+    write_json(args.json, asyncio.run(main(args.runs)))

@@ -5,7 +5,7 @@ each) writes 16-60. The first chunk of a turn is short, so the listener's audio 
 before a later chunk (100 characters to a sentence end, or the 2 s time bound) is ready.
 The runway (``SegmenterOptions.runway_ms``) lets a later chunk end early, at a boundary or
 when a pause is certain at a word, when that is about to happen. Both arms run side by side,
-interleaved, on the same text:
+at the same time (``--one-at-a-time``: one after the other), on the same text:
 
   runway   the default (300 ms margin plus the upstream's measured time to first audio)
   off      ``runway_ms=0``: later chunks wait for ``min_chars`` or the time bound
@@ -15,9 +15,16 @@ first-byte delay to every request, to stand for a remote upstream (each arm gets
 A listener plays every AudioOut in real time from the first one; per run the bench sums the
 pauses it hears (audio arriving after what it had was used up; over 20 ms counted) and
 takes the longest. Printed per token rate and arm: the median over runs of pause total,
-longest pause and chunk count, and the median first-audio time.
+longest pause and chunk count, and the median first-audio time. The defaults are the
+README's scenario: 3, 5, 8 and 15 tokens/s, medians of 3 runs, upstream first byte +0 and
++250 ms (about 6 minutes).
 
-    python bench/slow_llm.py [--runs 5] [--rates 4,8,15] [--upstream-delay-ms 0,250]
+    python bench/slow_llm.py [--runs 3] [--rates 3,5,8,15] [--upstream-delay-ms 0,250]
+                             [--one-at-a-time] [--json PATH]
+
+``--json PATH`` writes {"text_chars", "runs", "scenarios": [{"rate", "delay_ms", "arms":
+{"runway" | "off": {"pauses_ms", "longest_ms", "chunks", "first_audio_ms" (medians),
+"runs": [{...}, ...]}}}]}.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from figures import add_json_option, write_json
 
 from voxgate.sessions.events import AudioOut, ChunkStarted, ContextDone
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -105,20 +115,36 @@ async def one_run(upstream: DelayedUpstream, segmenter: SegmenterOptions, rate: 
     return Run(sum(audible), max(audible, default=0.0), chunks, (first_audio - start) * 1000)
 
 
-def report(rate: float, delay_ms: float, runs: dict[str, list[Run]]) -> None:
+def report(rate: float, delay_ms: float, runs: dict[str, list[Run]]) -> dict[str, Any]:
     chars = rate * 4
     print(f"\n{rate:g} tokens/s ({chars:g} chars/s), upstream first-byte delay +{delay_ms:g} ms")
     print(f"  {'arm':8s} {'pauses':>10s} {'longest':>10s} {'chunks':>7s} {'first audio':>12s}")
+    arms: dict[str, Any] = {}
     for arm, results in runs.items():
-        pauses = statistics.median(r.pauses_ms for r in results)
-        longest = statistics.median(r.longest_ms for r in results)
-        chunks = statistics.median(r.chunks for r in results)
-        first = statistics.median(r.first_audio_ms for r in results)
-        print(f"  {arm:8s} {pauses:7.0f} ms {longest:7.0f} ms {chunks:7g} {first:9.0f} ms")
+        medians = {
+            key: statistics.median(getattr(r, key) for r in results)
+            for key in ("pauses_ms", "longest_ms", "chunks", "first_audio_ms")
+        }
+        arms[arm] = {**medians, "runs": [asdict(r) for r in results]}
+        print(
+            f"  {arm:8s} {medians['pauses_ms']:7.0f} ms {medians['longest_ms']:7.0f} ms "
+            f"{medians['chunks']:7g} {medians['first_audio_ms']:9.0f} ms"
+        )
+    return {"rate": rate, "delay_ms": delay_ms, "arms": arms}
 
 
-async def main(runs: int, rates: list[float], delays_ms: list[float]) -> None:
+async def arms_once(upstream: DelayedUpstream, rate: float, together: bool) -> list[Run]:
+    """A run of every arm: at the same time, or one after the other."""
+    if together:
+        return await asyncio.gather(*(one_run(upstream, s, rate) for s in ARMS.values()))
+    return [await one_run(upstream, segmenter, rate) for segmenter in ARMS.values()]
+
+
+async def main(
+    runs: int, rates: list[float], delays_ms: list[float], together: bool
+) -> dict[str, Any]:
     print(f"text: {len(TEXT)} characters; medians over {runs} runs per arm")
+    scenarios = []
     with BackgroundEngine() as engine:
         config = UpstreamConfig(base_url=engine.base_url, api_key=engine.api_key)
         async with Upstream(config) as client:
@@ -128,9 +154,17 @@ async def main(runs: int, rates: list[float], delays_ms: list[float]) -> None:
                 for rate in rates:
                     results: dict[str, list[Run]] = {arm: [] for arm in ARMS}
                     for _ in range(runs):
-                        for arm, segmenter in ARMS.items():
-                            results[arm].append(await one_run(upstream, segmenter, rate))
-                    report(rate, delay_ms, results)
+                        once = await arms_once(upstream, rate, together)
+                        for arm, run in zip(ARMS, once, strict=True):
+                            results[arm].append(run)
+                    scenarios.append(report(rate, delay_ms, results))
+    together_text = "at the same time" if together else "one after the other"
+    return {
+        "text_chars": len(TEXT),
+        "runs": runs,
+        "arms_run": together_text,
+        "scenarios": scenarios,
+    }
 
 
 def numbers(text: str) -> list[float]:
@@ -139,8 +173,13 @@ def numbers(text: str) -> list[float]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--rates", type=numbers, default=[4.0, 8.0, 15.0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rates", type=numbers, default=[3.0, 5.0, 8.0, 15.0])
     parser.add_argument("--upstream-delay-ms", type=numbers, default=[0.0, 250.0])
+    parser.add_argument("--one-at-a-time", action="store_true", help="arms one after the other")
+    add_json_option(parser)
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.rates, args.upstream_delay_ms))
+    figures = asyncio.run(
+        main(args.runs, args.rates, args.upstream_delay_ms, not args.one_at_a_time)
+    )
+    write_json(args.json, figures)

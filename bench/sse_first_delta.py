@@ -3,7 +3,10 @@
 Runs the embedded engine on loopback in its own thread and streams a five-sentence text
 through voxgate's client several times. Goal: first delta < 1/4 of the total stream time.
 
-    python bench/sse_first_delta.py [--runs 7]
+    python bench/sse_first_delta.py [--runs 7] [--json PATH]
+
+``--json PATH`` writes {"runs", "first_ms": [...], "total_ms": [...], "ratio_median",
+"ratio_max", "audio_s", "real_time_factor"}.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import argparse
 import asyncio
 import statistics
 import time
+
+from figures import add_json_option, write_json
 
 from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
 from voxgate.upstream.engine.background import BackgroundEngine
@@ -36,7 +41,7 @@ async def one_run(client: Upstream) -> tuple[float, float, float]:
     return first, time.perf_counter() - start, audio_seconds
 
 
-async def main(runs: int) -> None:
+async def main(runs: int) -> dict[str, object]:
     with BackgroundEngine() as engine:
         async with Upstream(UpstreamConfig(engine.base_url, engine.api_key)) as client:
             await one_run(client)  # warm-up: espeak loads its voice data on first use
@@ -60,9 +65,20 @@ async def main(runs: int) -> None:
         f"(goal < 0.25)"
     )
     print(f"real-time factor of synthesis: {statistics.median(totals) / results[0][2]:.3f}")
+    return {
+        "runs": runs,
+        "first_ms": [f * 1000 for f in firsts],
+        "total_ms": [t * 1000 for t in totals],
+        "ratio_median": statistics.median(ratios),
+        "ratio_max": max(ratios),
+        "audio_s": results[0][2],
+        "real_time_factor": statistics.median(totals) / results[0][2],
+    }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
-    asyncio.run(main(parser.parse_args().runs))
+    add_json_option(parser)
+    args = parser.parse_args()
+    write_json(args.json, asyncio.run(main(args.runs)))

@@ -42,6 +42,11 @@ session's lookahead is full), caller frames the agents got, the turn's length, l
 turn ended inside the window, errors.
 
     python bench/telephony.py [--legs 10 50 100] [--quick] [--seconds 10] [--caller-audio]
+                              [--json PATH]
+
+``--json PATH`` writes {"mulaw_alone_pct", "levels": [{"legs", "cpu_pct_per_leg",
+"ratio_to_mulaw", "media_per_s_min", "jitter_ms": {"p50", "p99"}, "max_lead_ms", "passed",
+"cpu_pct": {...}, "dry", ...}]}.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from typing import IO, Any
 import aiohttp
 import numpy as np
 import orjson
+from figures import add_json_option, write_json
 
 from voxgate.codecs.encoders import make_encoder
 from voxgate.codecs.mulaw import mulaw_encode
@@ -520,6 +526,28 @@ def mulaw_alone(pcm: bytes, rounds: int = 3, min_cpu_s: float = 0.5) -> float:
     return best
 
 
+def level_figures(lv: Level, baseline: float) -> dict[str, Any]:
+    """One level in ``--json``: the printed tables' figures."""
+    return {
+        "legs": lv.legs,
+        "cpu_pct_per_leg": lv.cpu["gateway"] / lv.legs,
+        "ratio_to_mulaw": lv.cpu_per_audio_s() / baseline,
+        "media_per_s_min": min(lv.media_per_s),
+        "jitter_ms": {q: percentile(lv.jitter_ms, v) for q, v in (("p50", 50), ("p99", 99))},
+        "max_lead_ms": lv.max_lead_ms,
+        "passed": lv.verdict() == "yes",
+        "cpu_pct": lv.cpu,
+        "loop_lag_p99_ms": percentile(lv.loop_lag_ms, 99),
+        "silent": lv.silent,
+        "first_media_s": {"p50": percentile(lv.first_media_s, 50), "max": max(lv.first_media_s)},
+        "dry": lv.dry,
+        "upstream_open_unread": list(lv.upstream),
+        "turn_s": lv.turn_s,
+        "ended_early": lv.ended_early,
+        "errors": len(lv.errors),
+    }
+
+
 def report(levels: list[Level], baseline: float) -> None:
     print(
         "\nlegs | gateway CPU % per leg | ÷ μ-law encode alone | media/s per leg (min)"
@@ -560,7 +588,7 @@ def report(levels: list[Level], baseline: float) -> None:
             print(f"     ! {lv.errors.count(error)}x {error}")
 
 
-async def measure(gateway: Gateway, args: argparse.Namespace) -> None:
+async def measure(gateway: Gateway, args: argparse.Namespace) -> dict[str, Any]:
     await wait_ready(f"http://127.0.0.1:{gateway.engine_port}/healthz")
     await wait_ready(f"{gateway.base}/readyz")
     pcm = await speech(TURN)
@@ -597,6 +625,12 @@ async def measure(gateway: Gateway, args: argparse.Namespace) -> None:
             levels.append(await level(http, gateway, count, args))
             print(f"  {count} legs measured ({time.perf_counter() - started:.0f} s)", flush=True)
     report(levels, baseline)
+    return {
+        "turn_s": len(pcm) / 2 / SESSION_RATE,
+        "seconds": args.seconds,
+        "mulaw_alone_pct": baseline * 100,
+        "levels": [level_figures(lv, baseline) for lv in levels],
+    }
 
 
 @contextlib.contextmanager
@@ -615,7 +649,7 @@ def running(
             process.wait()
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> dict[str, Any]:
     engine_port, gateway_port = free_port(), free_port()
     key = f"vg_bench_telephony_{secrets.token_hex(8)}"
     engine_env = {**os.environ, "VOXTRAL_LOCAL_API_KEYS": f"{ENGINE_KEY}:{CREDITS}"}
@@ -638,7 +672,7 @@ def main(args: argparse.Namespace) -> None:
                 running(serve, gateway_env, log) as gw,
             ):
                 gateway = Gateway(gw.pid, gateway_port, key, engine.pid, engine_port)
-                asyncio.run(measure(gateway, args))
+                return asyncio.run(measure(gateway, args))
         except BaseException:
             log.flush()
             log.seek(0)
@@ -656,7 +690,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--caller-audio", action="store_true", help="each phone also sends 20 ms every 20 ms"
     )
+    add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.legs = QUICK_LEVELS
-    main(args)
+    write_json(args.json, main(args))
