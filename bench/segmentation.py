@@ -27,7 +27,12 @@ session's context hurries it. Printed per system:
   first      mean characters of the first chunk, default options
   µs/token   time spent in the segmenter per token, default options
 
-    python bench/segmentation.py [--cache DIR] [--show-errors] [--only voxgate]
+    python bench/segmentation.py [--cache DIR] [--show-errors] [--only voxgate] [--json PATH]
+
+``--json PATH`` also writes the figures there as one JSON object: ``{"aggregators": {name:
+{"precision", "precision_with_time_cuts", "recall", "changed", "changed_cases",
+"first_chunk_chars", "us_per_token", "cases", ...}}, "corpus": {"description", "url",
+"sources", "cases", ...}}``; the table is printed all the same.
 
 Pipecat and LiveKit come from the ``bench`` extra (``pip install -e '.[bench]'``); a system
 that is not installed is skipped.
@@ -74,7 +79,7 @@ SOURCES = {
 }
 
 # Cases of this bench's own: a language ("/lines": its sentences are lines), then one
-# sentence a line; a blank line ends a case.
+# sentence a line ("+": no space before it); a blank line ends a case.
 OWN_CASES = """
 en
 1. Preheat the oven.
@@ -172,6 +177,90 @@ hi
 ar
 قال د. أحمد إن الحالة مستقرة.
 شكرا لكم.
+
+en
+Read Vol. II and Chap. IV tonight.
+Then sleep.
+
+de
+Siehe Bd. III und Kap. IV im Anhang.
+Danach weiter.
+
+es
+Lea el vol. II con calma.
+Luego hablamos.
+
+en
+At 9 p.m. Mr. Lee called.
+She left at 9 p.m.
+Mr. Lee stayed.
+
+en
+In 753 B.C. Rome was founded.
+Augustus came centuries later.
+
+it
+Nel 44 a.C. Cesare fu ucciso.
+Augusto regnò poi a lungo.
+
+es
+César murió en el 44 a.C.
+Augusto reinó después.
+
+en
+a. Open the box
+b. Take out the book
+c. Close the box
+
+es
+a. Abra la caja
+b. Saque el libro
+
+fr
+a. Ouvrez la boîte
+b. Sortez le livre
+
+en
+The U. A. E. team won the cup.
+Fans cheered.
+
+pt
+Falei com J. A. Silva ontem.
+Ele vem amanhã.
+
+it
+Ho letto J. E. Hoover ieri.
+Era lungo.
+
+en
+It rained.
+Then it stopped.
++Everyone went out.
+
+de
+Es regnete.
++Dann schien die Sonne.
+Alle gingen hinaus.
+
+fr
+Il pleuvait.
++Ensuite le soleil est revenu.
+
+en
+He said: 'Stop. Think first.'
+Then he left.
+
+it
+Disse: 'Basta. Andiamo via.'
+Poi uscì.
+
+nl
+Hij zei: 'Kom. We gaan.'
+Daarna vertrok hij.
+
+en
+Rock 'n' roll is loud.
+We love it.
 """
 
 
@@ -240,9 +329,15 @@ def _golden_rules(data: bytes) -> Iterator[Case]:
 
 def _own_cases() -> Iterator[Case]:
     for block in OWN_CASES.strip().split("\n\n"):
-        language, *sentences = block.split("\n")
-        language, _, lines = language.partition("/")
-        yield Case("own", language, ("\n" if lines else " ").join(sentences), sentences)
+        language, *lines = block.split("\n")
+        language, _, as_lines = language.partition("/")
+        text, sentences = "", []
+        for line in lines:  # "+" joins a sentence to the one before without a space
+            glued = line.startswith("+")
+            sentence = line[1:] if glued else line
+            text += ("" if glued or not text else "\n" if as_lines else " ") + sentence
+            sentences.append(sentence)
+        yield Case("own", language, text, sentences)
 
 
 def load_corpus(cache: Path) -> list[Case]:
@@ -409,6 +504,7 @@ def pysbd_rules(data: bytes, language: str) -> LanguageRules:
         ordinal_words=ours.ordinal_words,
         may_end=ours.may_end,
         starters=ours.starters,
+        openers=ours.openers,
     )
 
 
@@ -515,6 +611,7 @@ class Score:
     cuts: int = 0
     right: int = 0
     latency_cuts: int = 0  # first chunks the first-chunk time bound released
+    latency_right: int = 0  # of them, those that fell at a sentence end or a clause mark
     every_cuts: int = 0
     every_right: int = 0
     ends: int = 0
@@ -525,6 +622,7 @@ class Score:
     first_chars: list[int] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    cases: int = 0
 
 
 _CLAUSE_END = re.compile(r"[,;:—–\-،؛、，；：][\"'”’»)\]]*$")
@@ -565,6 +663,7 @@ def _exact(chunks: list[str]) -> bool:
 def score(feed: Feed, cases: list[Case]) -> Score:
     result = Score()
     for case in cases:
+        result.cases += 1
         text = _collapse(case.text)
         ends = _locate(case) or []
         tokens = llm_tokens(case.text)
@@ -578,11 +677,13 @@ def score(feed: Feed, cases: list[Case]) -> Score:
         if chunks:
             result.first_chars.append(len(chunks[0]))
         for k, cut in enumerate(offsets):
-            if k == 0 and latency:
+            right = cut in ends or _CLAUSE_END.search(text[:cut]) is not None
+            if k == 0 and latency:  # scored like any cut, counted apart
                 result.latency_cuts += 1
+                result.latency_right += right
                 continue
             result.cuts += 1
-            if cut in ends or _CLAUSE_END.search(text[:cut]):
+            if right:
                 result.right += 1
             else:
                 result.wrong.append((case, text[:cut] + " ‖ " + text[cut:]))
@@ -604,22 +705,75 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 1.0
 
 
+def figures(result: Score) -> dict[str, object]:
+    """The figures of one system, as ``--json`` writes them."""
+    return {
+        "precision": round(_ratio(result.right, result.cuts), 4),
+        "precision_with_time_cuts": round(
+            _ratio(result.right + result.latency_right, result.cuts + result.latency_cuts), 4
+        ),
+        "recall": round(_ratio(result.found, result.ends), 4),
+        "precision_all_ends_allowed": round(_ratio(result.every_right, result.every_cuts), 4),
+        "changed": len(result.changed),
+        "changed_cases": [
+            {"language": case.language, "source": case.source, "text": case.text, "chunks": got}
+            for case, got in result.changed
+        ],
+        "first_chunk_chars": round(sum(result.first_chars) / max(1, len(result.first_chars)), 1),
+        "us_per_token": round(result.seconds / max(1, result.tokens) * 1e6, 2),
+        "cases": result.cases,
+        "cuts": result.cuts,
+        "wrong_cuts": len(result.wrong),
+        "time_cuts": result.latency_cuts,
+        "time_cuts_right": result.latency_right,
+        "sentence_ends": result.ends,
+        "sentence_ends_found": result.found,
+    }
+
+
 def report(name: str, result: Score, show_errors: bool) -> None:
-    first = sum(result.first_chars) / max(1, len(result.first_chars))
+    f = figures(result)
     print(
-        f"{name:<10} precision {_ratio(result.right, result.cuts):.3f} ({result.cuts} cuts, "
-        f"{result.latency_cuts} more by the first-chunk time bound: "
-        f"{_ratio(result.right, result.cuts + result.latency_cuts):.3f} with them)  "
-        f"recall {_ratio(result.found, result.ends):.3f} "
-        f"(precision {_ratio(result.every_right, result.every_cuts):.3f})  "
-        f"changed {len(result.changed)}  first {first:.1f} chars  "
-        f"{result.seconds / max(1, result.tokens) * 1e6:.1f} µs/token"
+        f"{name:<10} precision {f['precision']:.3f} ({result.cuts} cuts, {len(result.wrong)} "
+        f"wrong; {result.latency_cuts} more by the first-chunk time bound, "
+        f"{result.latency_right} of them right: {f['precision_with_time_cuts']:.3f} with them)  "
+        f"recall {f['recall']:.3f} ({result.found}/{result.ends}; "
+        f"precision {f['precision_all_ends_allowed']:.3f})  "
+        f"changed {f['changed']}  first {f['first_chunk_chars']:.1f} chars  "
+        f"{f['us_per_token']:.1f} µs/token"
     )
     if show_errors:
         for label, items in (("changed", result.changed), ("wrong cut", result.wrong),
                              ("missed end", result.missed)):  # fmt: skip
             for case, detail in items:
                 print(f"  {label} [{case.language} {case.source}] {detail}")
+
+
+def corpus_description(cases: list[Case]) -> dict[str, object]:
+    """What ``--json`` says of the corpus."""
+    return {
+        "description": "sentence-boundary cases in the nine languages of the API, fed as LLM "
+        f"tokens at {TOKENS_PER_S:g} tokens/s on a simulated clock",
+        "url": "https://pypi.org/project/sentencex/",
+        "sources": [
+            {
+                "name": "sentencex 1.0.32 tests/<lang>.txt",
+                "licence": "MIT",
+                "url": "https://pypi.org/project/sentencex/1.0.32/",
+            },
+            {
+                "name": "pySBD 0.3.4 benchmarks/english_golden_rules.py",
+                "licence": "MIT",
+                "url": "https://pypi.org/project/pysbd/0.3.4/",
+            },
+            {"name": "bench/segmentation.py OWN_CASES", "licence": "the project's", "url": None},
+        ],
+        "cases": len(cases),
+        "by_language": {lang: sum(c.language == lang for c in cases) for lang in LANGUAGES},
+        "by_source": {
+            name: sum(c.source == name for c in cases) for name in ("sentencex", "pysbd", "own")
+        },
+    }
 
 
 def main() -> None:
@@ -629,6 +783,9 @@ def main() -> None:
     parser.add_argument("--only", default="")
     parser.add_argument(
         "--sources", action="store_true", help="also weigh the boundary data sources"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the figures there, as JSON"
     )
     args = parser.parse_args()
     cases = load_corpus(args.cache)
@@ -644,6 +801,7 @@ def main() -> None:
         systems["vg+common"] = lambda lang: voxgate_with_tables(_common_only(lang))
         systems["vg+pysbd"] = lambda lang: voxgate_with_tables(pysbd_rules(pysbd, lang))
         systems["icu-cldr"] = icu_feed
+    results: dict[str, dict[str, object]] = {}
     for name, make in systems.items():
         if args.only and name != args.only:
             continue
@@ -657,6 +815,10 @@ def main() -> None:
             part = score(make(language), [c for c in cases if c.language == language])
             _add(total, part)
         report(name, total, args.show_errors)
+        results[name] = figures(total)
+    if args.json is not None:
+        document = {"aggregators": results, "corpus": corpus_description(cases)}
+        args.json.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def _common_only(language: str) -> LanguageRules:
@@ -669,11 +831,13 @@ def _add(total: Score, part: Score) -> None:
         "cuts",
         "right",
         "latency_cuts",
+        "latency_right",
         "every_cuts",
         "every_right",
         "ends",
         "found",
         "tokens",
+        "cases",
     ):
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.seconds += part.seconds

@@ -122,6 +122,76 @@ def test_list_markers_are_kept_and_start_an_item(text: str, expected: list[str])
     assert sentences(text, "en") == expected
 
 
+LETTERED = [
+    ("en", "a. Open the box b. Take out the book", ["a. Open the box ", "b. Take out the book"]),
+    ("es", "a. Abra la caja b. Saque el libro", ["a. Abra la caja ", "b. Saque el libro"]),
+    ("fr", "a. Ouvrez la boîte b. Sortez le livre", ["a. Ouvrez la boîte ", "b. Sortez le livre"]),
+    ("en", "I got plan b. The rest failed.", ["I got plan b. ", "The rest failed."]),  # no list
+    ("en", "J. R. R. Tolkien wrote it. Ok.", ["J. R. R. Tolkien wrote it. ", "Ok."]),
+]
+
+
+@pytest.mark.parametrize(("language", "text", "expected"), LETTERED)
+def test_a_lettered_list_goes_on_letter_by_letter(
+    language: str, text: str, expected: list[str]
+) -> None:
+    assert sentences(text, language) == expected
+
+
+INITIALS_AND_NUMERALS = [
+    ("en", "The U. A. E. team won. Fans cheered.", 2),  # "A." is a letter, not the article
+    ("pt", "Falei com J. A. Silva ontem. Ele vem.", 2),  # nor the Portuguese "a"
+    ("it", "Ho letto J. E. Hoover ieri. Era lungo.", 2),  # nor the Italian "e"
+    ("en", "Read Vol. II and Chap. IV tonight. Then sleep.", 2),
+    ("de", "Siehe Bd. III und Kap. IV im Anhang. Danach weiter.", 2),
+    ("es", "Lea el vol. II con calma. Luego hablamos.", 2),
+    ("en", "See fig. I think it is clear.", 2),  # a lone "I" is the pronoun
+]
+
+
+@pytest.mark.parametrize(("language", "text", "count"), INITIALS_AND_NUMERALS)
+def test_initials_and_roman_numerals(language: str, text: str, count: int) -> None:
+    assert len(sentences(text, language)) == count
+
+
+TIMES_AND_ERAS = [
+    ("en", "At 9 p.m. Mr. Lee called. Ok.", ["At 9 p.m. Mr. Lee called. ", "Ok."]),
+    ("en", "She left at 9 p.m. Mr. Lee stayed.", ["She left at 9 p.m. ", "Mr. Lee stayed."]),
+    ("en", "At 6 a.m. The birds sing.", ["At 6 a.m. ", "The birds sing."]),
+    ("en", "He noted: In 44 B.C. Caesar died.", ["He noted: In 44 B.C. Caesar died."]),
+    ("en", "Rome was founded in 753 B.C. Augustus came.", 2),
+    ("en", "She earned her Ph.D. Tom was impressed.", 2),
+    ("it", "Nel 44 a.C. Cesare fu ucciso. Poi regnò Augusto.", 2),
+    ("es", "César murió en el 44 a.C. Augusto reinó después.", 2),
+    ("de", "Er kam am 3. Mai um 9 Uhr. Gut.", 2),
+]
+
+
+QUOTES_AND_SPACES = [
+    ("en", "He said: 'Stop. Think first.' Then he left.", 2),
+    ("it", "Disse: 'Basta. Andiamo via.' Poi uscì.", 2),
+    ("nl", "Hij zei: 'Kom. We gaan.' Daarna vertrok hij.", 2),
+    ("en", "Rock 'n' roll is loud. We love it.", 2),  # elisions open no quote
+    ("nl", "'s Avonds eten we. Dan slapen we.", 2),
+    ("en", "' No, they will not. They ran.'", 1),  # a quote alone at the start opens one
+    ("en", "He was done. ' Guess what? ' he said.", ["He was done. ", "' Guess what? ' he said."]),
+    ("en", "It rained.Then it stopped.", ["It rained.", "Then it stopped."]),
+    ("de", "Es regnete.Dann schien die Sonne.", ["Es regnete.", "Dann schien die Sonne."]),
+    ("en", "Mail Jane.Doe@example.com today. Ok.", 2),
+    ("en", "Visit example.com or v1.2.3 today. Ok.", 2),
+]
+
+
+@pytest.mark.parametrize(("language", "text", "expected"), TIMES_AND_ERAS + QUOTES_AND_SPACES)
+def test_times_eras_degrees_straight_quotes_and_a_missing_space(
+    language: str, text: str, expected: list[str] | int
+) -> None:
+    """Times, eras and degrees end a sentence unless it opened with a preposition; a straight
+    quote before a word opens a quote; a period without the space after it ends a sentence."""
+    found = sentences(text, language)
+    assert found == expected if isinstance(expected, list) else len(found) == expected, found
+
+
 BRACKETS = [
     ('"Bohr [...] used the analogy [...]" (Smith 55). Ok.', 2),
     ("Hydrogen is a gas. [1] It is colorless.", 2),

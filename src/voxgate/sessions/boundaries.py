@@ -29,6 +29,7 @@ from voxgate.sessions.languages import LanguageRules, rules_for
 
 __all__ = [
     "CLAUSE",
+    "ITEM_REACH",
     "NO_BREAK_BEFORE",
     "SENTENCE",
     "WORD_ENDS",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 CLAUSE, SENTENCE = 1, 2
+ITEM_REACH = 3  # a list item's boundary is found up to this far before the scan ("123.")
 _ITEM_MARKS = frozenset("•⁃")  # inside a line, each starts a list item
 _HARD_STOPS = frozenset("。！？।॥؟۔")  # end a sentence whatever case follows
 _CJK_MARKS = frozenset("。！？，、；：")  # need no space after them
@@ -67,6 +69,14 @@ _SKIP_LIMIT = 32  # how far unspeakable words after a boundary may move it
 _LOOKBEHIND = 40  # enough for any abbreviation and the word before it
 
 
+_OPENERS = frozenset(_PAIRS) | frozenset("¿¡")
+# Words that a straight quote starts as an elision, not a quotation (English, Dutch):
+# "'s", "'t is", "'em", "'cause", "rock 'n' roll".
+_ELIDED = frozenset({
+    "s", "t", "d", "ll", "re", "ve", "m", "n", "k", "em", "tis", "twas", "cause", "cos", "til",
+    "bout", "round", "nuff", "ere",
+})  # fmt: skip
+_FIRST_WORD = re.compile(r"[\W\d_]*?([^\W\d_]+)")
 _ELISION = re.compile("^[^\\W\\d_]{1,3}['’]")  # "l'", "dell'", "d’": before an abbreviation
 
 
@@ -101,6 +111,8 @@ class BoundaryScanner:
         self._rules = rules if rules is not None else rules_for("en")
         self._turn_start = start
         self._numbered = False  # a numbered list started with "1." in this turn
+        self._lettered = ""  # the last letter of a lettered list ("a.", "b.") in this turn
+        self._opener_at = start  # where the current sentence (or text after a colon) began
         self.scanned = start  # the first character the scanner has not seen
         self.boundaries: list[Boundary] = []  # found so far and not yet cut, in order
         self._stack: list[str] = []  # closers expected for the open quotes and brackets
@@ -150,33 +162,74 @@ class BoundaryScanner:
             end = self._cluster_end(i, stack, final)
             if end > i:
                 found = self._cluster_boundary(i, end, stack, final)
+                if len(stack) == len(self._stack) and self._opens_line(i, end):
+                    stack.append("'")  # "' No, they'll not", as tokenised text spaces it
                 self._stack = stack
                 if found is not None:
                     self._add(found)
                 return end
             if c in _PAIRS:
                 self._open(i)
+            elif self._quote_opens(i, final):
+                self._open(i, "'")  # "'Gosh, Tom", but "'em", "'90s", "don't"
         elif c in _PAIRS:
             self._open(i)
         return i + 1
 
     def _skip_scan(self, pos: int) -> None:
         """Catch the scanner up with a cut made beyond it (time bound): brackets only."""
-        for c in self._buf[self.scanned - self._base : pos - self._base]:
+        buf = self._buf
+        for i in range(self.scanned - self._base, pos - self._base):
+            c = buf[i]
             if c == "\n":
                 self._stack = []
-            elif not _close(self._stack, c) and c in _PAIRS and len(self._stack) < _MAX_DEPTH:
-                self._stack.append(_PAIRS[c])
+            elif c in _APOSTROPHES and buf[i + 1 : i + 2].isalpha():
+                if self._quote_opens(i, True):
+                    self._open(i, "'")
+            elif _close(self._stack, c):
+                continue
+            elif c in _PAIRS:
+                self._open(i)
         self.scanned = pos
 
-    def _open(self, i: int) -> None:
+    def _open(self, i: int, closer: str = "") -> None:
         c = self._buf[i]
         if c == '"' and i and self._buf[i - 1].isdigit():
             return  # 12" is inches, not a quote
         if len(self._stack) < _MAX_DEPTH:
-            self._stack.append(_PAIRS[c])
+            self._stack.append(closer or _PAIRS[c])
+
+    def _opens_line(self, i: int, end: int) -> bool:
+        """Whether straight quotes alone between spaces open a quote at a line's start: a
+        quote between spaces elsewhere may close one opened before the turn."""
+        buf = self._buf
+        line_start = self._base + i == self._turn_start or (i and buf[i - 1] == "\n")
+        return bool(line_start) and not buf[i:end].strip("'") and buf[end : end + 1] == " "
+
+    def _quote_opens(self, i: int, final: bool) -> bool:
+        """Whether the straight quote at ``i`` starts a quotation: at a word's start, before
+        a word ("'Gosh, Tom") and no elision ("'em", "'s", "'90s"), or alone between spaces
+        (" ' Guess you could"), which closes nothing when this is asked."""
+        buf = self._buf
+        if buf[i] != "'" or (i and not (buf[i - 1].isspace() or buf[i - 1] in _OPENERS)):
+            return False
+        j = i + 1
+        while j < len(buf) and buf[j] == "'":  # "''", as some corpora write a double quote
+            j += 1
+        if j == len(buf):
+            if not final:
+                raise _NeedMore
+            return False
+        if buf[j].isspace():
+            return True
+        if not buf[j].isalpha():
+            return False
+        word = self._next_letters(j, final)
+        return word.lower() not in _ELIDED
 
     def _add(self, found: Boundary) -> None:
+        if found.strength == SENTENCE:
+            self._opener_at = found.pos
         cands = self.boundaries
         if cands and found.pos <= cands[-1].pos:
             last = cands[-1]
@@ -232,7 +285,9 @@ class BoundaryScanner:
             if kind == "dash" and i and not buf[i - 1].isspace():
                 return None  # "well-known", "2010–2020"
             pos = end + 1
-        elif self._attached(cluster, kind, i, after):
+        elif self._attached(cluster, kind, i, after) or (
+            cluster == "." and self._glued(i, end, final)
+        ):
             pos = end
         else:
             return None  # inside a token: 3.14, 1,000, 10:30, v1.2.3, a.b@c.de, URLs
@@ -240,6 +295,8 @@ class BoundaryScanner:
         if nxt is None:
             return None
         strength = self._strength(kind, cluster, i, nxt, final)
+        if strength and ":" in cluster:
+            self._opener_at = self._base + nxt.pos  # "He noted: In 44 B.C. Caesar died."
         if pos == end and cluster[-1] in _CLOSERS:
             strength = min(strength, CLAUSE)  # 「…。」と言った: a quote inside a sentence
         return Boundary(self._base + nxt.pos, strength, bool(nxt.stack)) if strength else None
@@ -255,6 +312,25 @@ class BoundaryScanner:
         if found is None or found.end() != i + 1:
             return i, None
         return found.start(), _kind(found.group(1))
+
+    def _glued(self, dot: int, end: int, final: bool) -> bool:
+        """ "Hello world.Today is": a period a space was left out after, between a word
+        ending in two lower-case letters (or a number) and a capitalised word; never in a
+        URL, an e-mail address or a dotted name ("example.com", "ASP.NET")."""
+        buf = self._buf
+        if end + 1 >= len(buf):
+            if not final:
+                raise _NeedMore
+            return False
+        if not (buf[end].isupper() and buf[end + 1].islower()):
+            return False
+        token = buf[max(0, dot - _LOOKBEHIND) : dot].rpartition(" ")[2]
+        if any(c in token for c in "./@:") or len(token) < 2:
+            return False
+        word = self._next_letters(end, final)
+        if buf[end + len(word) : end + len(word) + 1] in ("@", "/", "_"):
+            return False  # "Jane.Doe@example.com"
+        return (token[-2:].isalpha() and token[-2:].islower()) or _is_number(token)
 
     def _attached(self, cluster: str, kind: str, i: int, after: str) -> bool:
         """Whether a boundary needs no space after it: CJK marks, "word—word"."""
@@ -291,27 +367,62 @@ class BoundaryScanner:
             if rules.ordinal_words:  # "am 3. Mai", "im 1. Jahrhundert"
                 return self._next_letters(nxt.at, final).lower() not in rules.ordinal_words
             return True
-        if _is_number(previous):  # "5 ms." and "7 p.m." are units and times...
-            return not nxt.char.isdigit()  # ...and "2 lb. 4 oz." goes on
+        if len(word) == 1 and word.isalpha() and self._letter_item(i):
+            return False  # "a. The first item b. The second item"
         key = _ELISION.sub("", word.lower())  # "l'Ing." is "Ing."
+        if key in rules.may_end:  # "at 6 a.m. The birds", "in 753 B.C. Augustus became"...
+            return self._starter(nxt.at, final) or not self._fronted(i - len(word))
+        if _is_number(previous):  # "5 ms." and "5 lb." are units...
+            return not nxt.char.isdigit()  # ...and "2 lb. 4 oz." goes on
         pair = f"{previous.lower().rstrip('.')} {key}"  # "ad es.", "Dr. med."
         last = key.rpartition(".")[2]  # "Tuesday.Mr." ends with a title
         if key in rules.titles or pair in rules.titles or last in rules.titles:
             return False
         if len(word) == 1 and word.isalpha():  # an initial ("J. R. R."), "z. Z."...
             return self._starter(nxt.at, final)  # ...but "you and I. Did you"
-        if nxt.char.isdigit() and key in rules.before_numbers:
-            return False
+        if key in rules.before_numbers and (nxt.char.isdigit() or self._roman(nxt.at, final)):
+            return False  # "No. 5", "Vol. II"
         if key in rules.abbreviations or pair in rules.abbreviations or _is_dotted(key):
             # "the U.S. Army", "z.B. Äpfel", but "in the U.S. How about you?"
-            return key in rules.may_end or self._starter(nxt.at, final)
+            return self._starter(nxt.at, final)
         return True
+
+    def _letter_item(self, dot: int) -> bool:
+        """ "a. The first item b. The second": a lettered list begins with "a." where a list
+        marker may stand and goes on letter by letter, each item starting at its letter."""
+        letter, at = self._buf[dot - 1].lower(), dot - 1
+        if letter == "a" and self._list_marker(at):
+            self._lettered = "a"
+            return True
+        if not self._lettered or letter != chr(ord(self._lettered) + 1):
+            return False  # an initial: "J. R. R. Tolkien", "Plan B. Then"
+        self._lettered = letter
+        if at and self._buf[at - 1] == " ":
+            self._add(Boundary(self._base + at, SENTENCE, bool(self._stack)))
+        return True
+
+    def _fronted(self, before: int) -> bool:
+        """Whether the current sentence (or the text after a colon) opened with a word of
+        the language's ``openers`` ("At 5 a.m. Mr. Smith went"), ending before ``before``."""
+        at = self._opener_at - self._base
+        found = _FIRST_WORD.match(self._buf, max(0, at))
+        if at < 0 or found is None or found.end() > before:
+            return False
+        return found.group(1).lower() in self._rules.openers
+
+    def _roman(self, at: int, final: bool) -> bool:
+        """Whether a Roman numeral of two letters or more is at ``at``: "Vol. II", "Kap. IV"
+        (a lone "I" is the pronoun as often)."""
+        word = self._next_letters(at, final)
+        return len(word) > 1 and not word.strip("IVXLCDM")
 
     def _starter(self, at: int, final: bool) -> bool:
         """Whether the word at ``at`` is one that typically starts a sentence ("The")."""
         word = self._next_letters(at, final)
         if at + len(word) == len(self._buf) and not final:
             raise _NeedMore
+        if len(word) == 1 and self._buf[at + 1 : at + 2] == ".":
+            return False  # "U. A. E.": an initial, not the article
         return word.lower() in self._rules.starters
 
     def _list_marker(self, i: int) -> bool:
@@ -386,7 +497,9 @@ class BoundaryScanner:
                 if not frozen:
                     closed = _closed(stack, c) if c in _CLOSERS else stack
                     # An opener ("«", "¿", "(") starts the next chunk: the boundary stays.
-                    frozen = closed is stack and (c in _PAIRS or c in "¿¡")
+                    frozen = closed is stack and (
+                        c in _PAIRS or c in "¿¡" or (m == k and self._quote_opens(m, final))
+                    )
                     stack = closed
                 m += 1
                 if m - pos > _SKIP_LIMIT:

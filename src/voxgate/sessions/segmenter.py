@@ -59,6 +59,7 @@ from typing import Literal
 from voxgate.errors import InvalidInput
 from voxgate.sessions.boundaries import (
     CLAUSE,
+    ITEM_REACH,
     NO_BREAK_BEFORE,
     SENTENCE,
     WORD_ENDS,
@@ -326,24 +327,32 @@ class Segmenter:
         chunks: list[Chunk] = []
         while True:
             self._scanner.scan(self._buf, self._base, final)
-            cut = self._boundary_cut() or self._length_cut()
+            cut = self._boundary_cut(final) or self._length_cut(final)
             if cut is None and not final:
                 cut = self._time_cut()
             if cut is None:
                 return chunks
             chunks.append(self._cut(*cut))
 
-    def _boundary_cut(self) -> tuple[int, ChunkReason] | None:
+    def _boundary_cut(self, final: bool) -> tuple[int, ChunkReason] | None:
         limit = self._start + self._options.max_chars
         cands = self._scanner.boundaries
+        scanned = self._scanner.scanned
         while self._checked < len(cands):
             found = cands[self._checked]
-            if found.pos > self._scanner.scanned or found.pos > limit:
+            if found.pos > scanned or found.pos > limit:
                 return None  # not final yet, or too long: the length cut will decide
+            if not final and self._may_become_item(found, scanned):
+                return None  # "Hello, 1.) Hello": a list item may start there
             self._checked += 1
             if self._qualifies(found):
                 return found.pos, "sentence" if found.strength == SENTENCE else "clause"
         return None
+
+    def _may_become_item(self, found: Boundary, scanned: int) -> bool:
+        """Whether a clause boundary may still turn out to start a list item."""
+        near = found.strength < SENTENCE and scanned <= found.pos + ITEM_REACH
+        return near and _ALNUM.match(self._buf, found.pos - self._base) is not None
 
     def _qualifies(self, found: Boundary) -> bool:
         options = self._options
@@ -362,9 +371,11 @@ class Segmenter:
         tail = self._buf[pos - self._base :]
         return bool(tail.strip()) and _ALNUM.search(tail) is None
 
-    def _length_cut(self) -> tuple[int, ChunkReason] | None:
+    def _length_cut(self, final: bool) -> tuple[int, ChunkReason] | None:
         limit = self._start + self._options.max_chars
-        if self._scanner.scanned <= limit:  # every boundary up to the cap must be known first
+        # Every boundary up to the cap must be known first: a list item's is found only
+        # once its number is read ("oven 12. Mix" starts an item at "12").
+        if self._scanner.scanned <= limit + (0 if final else ITEM_REACH):
             return None
         pos = self._best_boundary(limit) or self._last_word_start(limit) or self._hard_cut(limit)
         return pos, "length"

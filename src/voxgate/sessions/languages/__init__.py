@@ -1,7 +1,7 @@
 """Per-language boundary data: what a period after a word, a number or a list marker means.
 
 A period ends a sentence unless the word before it is an abbreviation of the session's
-language. :class:`LanguageRules` holds that knowledge for one language, in six tables:
+language. :class:`LanguageRules` holds that knowledge for one language, in seven tables:
 
 * ``titles``: words that never end a sentence, since a name follows them ("Dr.", "Lic.",
   "Dott.", "Avv.", "Ing."). Two-word titles ("dr med") are written with a space.
@@ -14,8 +14,12 @@ language. :class:`LanguageRules` holds that knowledge for one language, in six t
   since as words of their own ("mar", the sea, "may") they may end a sentence.
 * ``ordinal_words``: in languages that write ordinals with a period ("am 3. Mai", "1.
   Jahrhundert"), the words after which "3." is an ordinal, not a sentence end.
-* ``may_end``: dotted abbreviations that end a sentence whenever a capital follows
-  ("a.m.", "etc.").
+* ``may_end``: dotted abbreviations that close a phrase, times, eras and degrees ("a.m.",
+  "B.C.", "Ph.D.", "etc."): they end a sentence before a capital or a number, unless the
+  sentence opened with a word of ``openers``.
+* ``openers``: prepositions that front a time adverbial: "At 5 a.m. Mr. Smith went", "In 44
+  B.C. Caesar died" (the subject comes after it), but "She left at 6 a.m. Mr. Smith
+  stayed".
 
 Single letters ("J. R. R. Tolkien", "z. Z.") never end a sentence; neither does a list
 marker (a number of up to three digits at the start of the text or of a line, or after a
@@ -54,6 +58,7 @@ class LanguageRules:
     ordinal_words: frozenset[str]
     may_end: frozenset[str]
     starters: frozenset[str]
+    openers: frozenset[str]
 
 
 def is_supported(language: str) -> bool:
@@ -73,6 +78,7 @@ def rules_for(language: str) -> LanguageRules:
         ordinal_words=_words(table.ordinal_words),
         may_end=_words(COMMON.may_end, table.may_end),
         starters=_words(table.starters),
+        openers=_words(table.openers),
     )
 
 

@@ -24,6 +24,7 @@ class Table(NamedTuple):
     before_numbers: str = ""  # no end when a number follows
     ordinal_words: str = ""  # after "3." these make an ordinal, not a sentence end
     may_end: str = ""  # dotted, yet often the end of a sentence
+    openers: str = ""  # prepositions that front a time adverbial: "At 5 a.m. Mr. Smith went"
 
 
 # Titles and Latin abbreviations understood in every language of the API.
@@ -51,6 +52,10 @@ TABLES: dict[str, Table] = {
         abbreviations="inc, ltd, co, corp, bros, dept, univ, assn, ave, blvd, rd, hwy, "
         "govt, intl, natl, mfg, misc, ext, u.s, u.k, e.u, u.n",
         before_numbers=f"{_MONTHS_EN}, {_DAYS_EN}, nos, ex, pg, pgs, para, cl, sch, app",
+        # times, eras and degrees: after a name or a number they close the phrase
+        may_end="a.d, b.c, b.c.e, c.e, ph.d, ll.b, ll.m, j.d, m.d, m.a, b.a, m.sc, b.sc, m.b.a",
+        openers="at, on, in, around, about, by, since, until, till, from, after, before, "
+        "during, circa, toward, towards, between, near",
     ),
     "fr": Table(
         starters="je, il, elle, ils, elles, nous, vous, on, le, la, les, un, une, ce, cette, ces, "
@@ -60,6 +65,7 @@ TABLES: dict[str, Table] = {
         "hab, qqch, qqn, vol, cie, sté, dép, ms, ltd",
         before_numbers=f"{_MONTHS_ROMANCE}, janv, févr, avr, juil, oct, lun, mer, jeu, ven, "
         "sam, dim, chap, éq, pl, n.d.l.r, t",
+        openers="à, vers, en, dès, depuis, avant, après, jusqu, sous, pendant",
     ),
     "es": Table(
         starters="yo, él, ella, ellos, ellas, nosotros, usted, ustedes, el, la, los, las, un, una, "
@@ -71,6 +77,8 @@ TABLES: dict[str, Table] = {
         "p.ej, ej, aprox, etc, sig, sigs, izq, dcha, ee.uu, s.a, s.l, atte, att",
         before_numbers=f"{_MONTHS_ROMANCE}, feb, abr, may, jun, jul, oct, lun, mar, mié, "
         "mier, jue, vie, sáb, dom, núm, nro, pág, págs, cap, tomo, vol",
+        may_end="a.c, d.c",  # antes / después de Cristo
+        openers="a, en, hacia, desde, hasta, antes, tras, durante, sobre",
     ),
     "pt": Table(
         starters="eu, ele, ela, eles, elas, nós, você, vocês, o, a, os, as, um, uma, este, esta, "
@@ -82,6 +90,8 @@ TABLES: dict[str, Table] = {
         "p.ex, etc, séc, e.u.a, s.a",
         before_numbers=f"{_MONTHS_ROMANCE}, fev, abr, mai, jun, jul, out, seg, ter, qua, "
         "qui, sex, sáb, dom, pág, págs, cap, núm, tel",
+        may_end="a.c, d.c",
+        openers="às, em, no, na, desde, até, antes, após, durante, por",
     ),
     "it": Table(
         starters="io, lui, lei, noi, voi, loro, il, lo, la, i, gli, le, un, una, uno, questo, "
@@ -96,6 +106,8 @@ TABLES: dict[str, Table] = {
         "v.le, c.so, f.p",
         before_numbers=f"{_MONTHS_ROMANCE}, genn, febbr, apr, magg, giu, lugl, sett, "
         "lun, mar, mer, gio, ven, sab, dom, n, cap, pag",
+        may_end="a.c, d.c",  # avanti / dopo Cristo
+        openers="a, alle, alla, verso, nel, nella, dal, dalla, dopo, prima, fino, durante",
     ),
     "nl": Table(
         starters="ik, hij, zij, ze, wij, we, jij, je, u, het, de, een, dit, dat, deze, toen, "
@@ -107,6 +119,7 @@ TABLES: dict[str, Table] = {
         "aanw, vnw, zn, bn, ww, bijw, lidw, vz, vw, tel",
         before_numbers="jan, febr, feb, mrt, apr, jun, jul, aug, sep, sept, okt, nov, dec, "
         "ma, di, wo, do, vr, za, zo, nr, blz, art, hfst, afb, fig",
+        openers="om, rond, in, op, sinds, na, voor, tot, tijdens, vanaf",
     ),
     "de": Table(
         starters="ich, er, sie, es, wir, ihr, der, die, das, ein, eine, dies, diese, dieser, dann, "
@@ -120,6 +133,7 @@ TABLES: dict[str, Table] = {
         "str, pl, abt, ggü, bzgl, lt, rd, v.a, o.g, s.o, s.u",
         before_numbers="jan, feb, febr, mär, apr, jun, jul, aug, sep, sept, okt, nov, dez, "
         "mo, di, mi, do, fr, sa, so, s, nr, abs, abb, kap, bd, tab, anm, tel, str",
+        openers="um, gegen, am, im, seit, ab, bis, nach, vor, während",
         ordinal_words="januar, jänner, februar, märz, april, mai, juni, juli, august, "
         "september, oktober, november, dezember, jan, feb, febr, mär, apr, jun, jul, "
         "aug, sep, sept, okt, nov, dez, jahrhundert, jahrhunderts, jh, jhd, jhdt, "
