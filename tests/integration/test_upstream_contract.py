@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import statistics
 import time
 
 import httpx
 import pytest
 
 from tests.audio_checks import assert_speech, decode, ffprobe
-from tests.conftest import Target
+from tests.conftest import REAL_API_KEY, Target
+from voxgate.codecs.ogg_demux import OggOpusDemuxer
+from voxgate.codecs.opus_toc import packet_samples
 from voxgate.errors import UpstreamError
 from voxgate.upstream import SpeechRequest, Upstream, VoiceUpdate
 
@@ -124,6 +127,49 @@ async def test_stream_encoded_formats_decode_as_one_file(upstream: Upstream, fmt
     decoded = decode(data)
     assert_speech(decoded, min_seconds=1)
     assert ffprobe(data, "ogg" if fmt == "opus" else fmt)["codec"] == FFPROBE_CODEC[fmt]
+
+
+def _spread(values: list[int]) -> str:
+    if not values:
+        return "none"
+    return f"min {min(values)}, median {statistics.median(values):g}, max {max(values)}"
+
+
+@pytest.mark.real_api
+@pytest.mark.skipif(not REAL_API_KEY, reason="records the real API's Opus stream")
+async def test_stream_opus_is_an_ogg_opus_stream_passthrough_can_forward(
+    upstream: Upstream,
+) -> None:
+    # What Opus passthrough relies on is asserted; the rest of the stream's shape is
+    # printed (pytest -s), to notice when the upstream changes how it pages and cuts.
+    request = SpeechRequest(SENTENCES, voice_id=JANE, response_format="opus")
+    demuxer = OggOpusDemuxer()
+    packets: list[bytes] = []
+    pages_per_delta, packets_per_page, deltas_on_page_boundary = [], [], 0
+    async for delta in upstream.stream_encoded(request):
+        pages = demuxer.feed_pages(delta)
+        pages_per_delta.append(len(pages))
+        packets_per_page += [len(page.packets) for page in pages]
+        packets += [packet for page in pages for packet in page.packets]
+        deltas_on_page_boundary += demuxer.buffered == 0
+    demuxer.finish()  # a valid Ogg Opus stream, ended on a page boundary
+    head = demuxer.head
+    assert head is not None
+    samples = [packet_samples(packet) for packet in packets]
+    print(
+        f"\nOpusHead: {head}",
+        f"channels: {'mono' if head.channels == 1 else 'stereo'}",
+        f"packet durations (48 kHz samples): {sorted(set(samples))}",
+        f"packets: {len(packets)}, bytes each: {_spread([len(p) for p in packets])}",
+        f"packets per page (headers count 0): {_spread(packets_per_page)}",
+        f"pages per delta: {_spread(pages_per_delta)} over {len(pages_per_delta)} deltas",
+        f"deltas ending on a page boundary: {deltas_on_page_boundary}",
+        f"last granule: {demuxer.last_granule}, pre-skip: {head.pre_skip}",
+        sep="\n",
+    )
+    assert head.channels in (1, 2)
+    assert packets
+    assert all(120 <= n <= 5760 for n in samples)  # 2.5 to 120 ms each
 
 
 async def test_speed_changes_duration(upstream: Upstream) -> None:
