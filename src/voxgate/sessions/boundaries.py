@@ -1,10 +1,12 @@
 """The Segmenter's boundary scanner: where a turn's normalised text may be cut, as it arrives.
 
 :class:`BoundaryScanner` reads the text the :class:`~voxgate.sessions.segmenter.Segmenter`
-buffers and lists the clause and sentence boundaries in it; which of them make a chunk (by
-length, first chunk or not) is the Segmenter's decision. A decision that needs text that has
-not arrived yet waits for the next push, so without the time bound the boundaries depend only
-on the text, never on how it was split into tokens.
+buffers and lists the clause and sentence boundaries in it: punctuation, quotes, brackets,
+line breaks and list marks here, what a period after a word means (the language's tables,
+initials, list markers) in :mod:`voxgate.sessions.boundaries_periods`. Which of them make
+a chunk (by length, first chunk or not) is the Segmenter's decision. A decision that needs
+text that has not arrived yet waits for the next push, so without the time bound the
+boundaries depend only on the text, never on how it was split into tokens.
 
 A boundary is punctuation followed by a space (or by anything, for CJK marks and an attached
 em dash), confirmed only once the next word begins. It is not a boundary inside a number
@@ -12,20 +14,33 @@ em dash), confirmed only once the next word begins. It is not a boundary inside 
 abbreviation of the session's language (Dr., e.g., z.B., Lic., ad es.; the tables are in
 :mod:`voxgate.sessions.languages`), a single letter (J. R. R. Tolkien, z. Z.), an ordinal
 (am 3. Mai), or a list marker (a number at the start of the text or of a line, or after a
-sentence end: "1. ", "2.)"), nor inside open quotes or brackets (which reset at a line
-break). A period, ellipsis (``...``, ``…``, ``. . .``), ``?`` or ``!`` followed by a
-lower-case word ends nothing ("Yahoo! in", "I was... thinking"). A line break is a sentence
-boundary (headings, list items), and so is the start of a list item inside a line ("• 10.",
-"⁃10.", "2.)"). Words with nothing to say (``:)``, ``—``, emoji) after a boundary join the
-chunk before it.
+sentence end: "1. ", "2.)"; "a. ", "b. " in order), nor inside open quotes or brackets
+(which reset at a line break; a straight quote opens one before a word, "'Stop. Think.'"). A
+period, ellipsis (``...``, ``…``, ``. . .``), ``?`` or ``!`` followed by a lower-case word
+ends nothing ("Yahoo! in", "I was... thinking"). A line break is a sentence boundary
+(headings, list items), and so is the start of a list item inside a line ("• 10.", "⁃10.",
+"2.)"). Words with nothing to say (``:)``, ``—``, emoji) after a boundary join the chunk
+before it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
-from voxgate.sessions.languages import LanguageRules, rules_for
+from voxgate.sessions.boundaries_periods import (
+    CLAUSE,
+    HARD_STOPS,
+    ITEM_MARKS,
+    ITEM_REACH,
+    LOOKBEHIND,
+    SENTENCE,
+    Boundary,
+    NeedMore,
+    Next,
+    PeriodReader,
+    is_number,
+)
+from voxgate.sessions.languages import LanguageRules
 
 __all__ = [
     "CLAUSE",
@@ -37,10 +52,8 @@ __all__ = [
     "BoundaryScanner",
 ]
 
-CLAUSE, SENTENCE = 1, 2
-ITEM_REACH = 3  # a list item's boundary is found up to this far before the scan ("123.")
-_ITEM_MARKS = frozenset("•⁃")  # inside a line, each starts a list item
-_HARD_STOPS = frozenset("。！？।॥؟۔")  # end a sentence whatever case follows
+_ITEM_MARKS = ITEM_MARKS
+_HARD_STOPS = HARD_STOPS
 _CJK_MARKS = frozenset("。！？，、；：")  # need no space after them
 _CLAUSE_MARKS = frozenset(",;:，、；：،؛—")
 _LOOSE_DASHES = frozenset("-–")  # clause marks only between spaces: "a - b", "a – b"
@@ -66,7 +79,6 @@ _PARTIAL_CITATION = re.compile(r"(?:\[\d{0,3}(?:[–-]\d{0,3})?\]?)*")
 _CITATION_WORD = re.compile(f"(?:{_CITATION})+(?=[ \n]|$)")  # "gas. [1] It"
 _MAX_DEPTH = 16  # unbalanced openers beyond this are ignored
 _SKIP_LIMIT = 32  # how far unspeakable words after a boundary may move it
-_LOOKBEHIND = 40  # enough for any abbreviation and the word before it
 
 
 _OPENERS = frozenset(_PAIRS) | frozenset("¿¡")
@@ -76,30 +88,9 @@ _ELIDED = frozenset({
     "s", "t", "d", "ll", "re", "ve", "m", "n", "k", "em", "tis", "twas", "cause", "cos", "til",
     "bout", "round", "nuff", "ere",
 })  # fmt: skip
-_FIRST_WORD = re.compile(r"[\W\d_]*?([^\W\d_]+)")
-_ELISION = re.compile("^[^\\W\\d_]{1,3}['’]")  # "l'", "dell'", "d’": before an abbreviation
 
 
-class Boundary(NamedTuple):
-    """A place where a chunk may end."""
-
-    pos: int  # where the next chunk would start
-    strength: int  # CLAUSE or SENTENCE
-    nested: bool  # inside open quotes or brackets
-
-
-class _Next(NamedTuple):
-    pos: int  # the boundary, moved past any unspeakable words
-    char: str  # first letter or digit of the next speakable word ("" when not looked for)
-    at: int  # where that character is
-    stack: list[str]  # open quotes and brackets at pos
-
-
-class _NeedMore(Exception):
-    """A decision needs text that has not arrived yet; scanning resumes on the next push."""
-
-
-class BoundaryScanner:
+class BoundaryScanner(PeriodReader):
     """Lists the boundaries of one turn's text; a new turn takes a new scanner.
 
     The Segmenter owns the text: each call passes it as ``buf``, the text from offset
@@ -107,17 +98,11 @@ class BoundaryScanner:
     absolute, like the Segmenter's.
     """
 
+    leading = _LEADING_MARKS
+
     def __init__(self, start: int, rules: LanguageRules | None = None) -> None:
-        self._rules = rules if rules is not None else rules_for("en")
-        self._turn_start = start
-        self._numbered = False  # a numbered list started with "1." in this turn
-        self._lettered = ""  # the last letter of a lettered list ("a.", "b.") in this turn
-        self._opener_at = start  # where the current sentence (or text after a colon) began
+        super().__init__(start, rules)
         self.scanned = start  # the first character the scanner has not seen
-        self.boundaries: list[Boundary] = []  # found so far and not yet cut, in order
-        self._stack: list[str] = []  # closers expected for the open quotes and brackets
-        self._buf = ""  # the text of the current call, from offset _base
-        self._base = start
 
     def scan(self, buf: str, base: int, final: bool) -> None:
         """Scan ``buf`` up to its end, or to where a decision needs more text.
@@ -129,7 +114,7 @@ class BoundaryScanner:
         try:
             while i < len(buf):
                 i = self._scan_at(i, final)
-        except _NeedMore:
+        except NeedMore:
             pass
         self.scanned = base + i
 
@@ -218,7 +203,7 @@ class BoundaryScanner:
             j += 1
         if j == len(buf):
             if not final:
-                raise _NeedMore
+                raise NeedMore
             return False
         if buf[j].isspace():
             return True
@@ -226,18 +211,6 @@ class BoundaryScanner:
             return False
         word = self._next_letters(j, final)
         return word.lower() not in _ELIDED
-
-    def _add(self, found: Boundary) -> None:
-        if found.strength == SENTENCE:
-            self._opener_at = found.pos
-        cands = self.boundaries
-        if cands and found.pos <= cands[-1].pos:
-            last = cands[-1]
-            if found.pos == last.pos:  # "Title:\nNext": the clause and the line break agree
-                strength = max(last.strength, found.strength)
-                cands[-1] = Boundary(found.pos, strength, last.nested and found.nested)
-            return
-        cands.append(found)
 
     def _cluster_end(self, i: int, stack: list[str], final: bool) -> int:
         """End of the run of punctuation and closers at i, closing brackets in ``stack``."""
@@ -247,7 +220,7 @@ class BoundaryScanner:
             c = buf[j]
             if c in _APOSTROPHES:
                 if j + 1 == len(buf) and not final:
-                    raise _NeedMore
+                    raise NeedMore
                 if j + 1 < len(buf) and buf[j + 1].isalpha():
                     break  # "don't", "l'homme"
                 _close(stack, c)
@@ -257,7 +230,7 @@ class BoundaryScanner:
                 break
             j += 1
         if j == len(buf) and not final:
-            raise _NeedMore
+            raise NeedMore
         return j
 
     def _cluster_boundary(self, i: int, end: int, stack: list[str], final: bool) -> Boundary | None:
@@ -276,7 +249,7 @@ class BoundaryScanner:
             kind = "ellipsis"  # the last dot of ". . ."
         if kind in ("period", "ellipsis") and after == " ":
             if end + 1 == len(buf) and not final:
-                raise _NeedMore
+                raise NeedMore
             if buf[end + 1 : end + 2] == ".":
                 return None  # ". . ." goes on: its last dot decides
         if kind == "period" and cluster.startswith(".)"):
@@ -308,7 +281,7 @@ class BoundaryScanner:
         if buf[i] == ")" and len(stack) == len(self._stack):  # it closed no bracket
             self._item_start(i)
             return i, None
-        found = _CITED.search(buf, max(0, i - _LOOKBEHIND), i + 1)
+        found = _CITED.search(buf, max(0, i - LOOKBEHIND), i + 1)
         if found is None or found.end() != i + 1:
             return i, None
         return found.start(), _kind(found.group(1))
@@ -320,17 +293,17 @@ class BoundaryScanner:
         buf = self._buf
         if end + 1 >= len(buf):
             if not final:
-                raise _NeedMore
+                raise NeedMore
             return False
         if not (buf[end].isupper() and buf[end + 1].islower()):
             return False
-        token = buf[max(0, dot - _LOOKBEHIND) : dot].rpartition(" ")[2]
+        token = buf[max(0, dot - LOOKBEHIND) : dot].rpartition(" ")[2]
         if any(c in token for c in "./@:") or len(token) < 2:
             return False
         word = self._next_letters(end, final)
         if buf[end + len(word) : end + len(word) + 1] in ("@", "/", "_"):
             return False  # "Jane.Doe@example.com"
-        return (token[-2:].isalpha() and token[-2:].islower()) or _is_number(token)
+        return (token[-2:].isalpha() and token[-2:].islower()) or is_number(token)
 
     def _attached(self, cluster: str, kind: str, i: int, after: str) -> bool:
         """Whether a boundary needs no space after it: CJK marks, "word—word"."""
@@ -341,7 +314,7 @@ class BoundaryScanner:
         before = self._buf[i - 1] if i else ""
         return kind == "clause" and "—" in cluster and not (before.isdigit() and after.isdigit())
 
-    def _strength(self, kind: str, cluster: str, i: int, nxt: _Next, final: bool) -> int:
+    def _strength(self, kind: str, cluster: str, i: int, nxt: Next, final: bool) -> int:
         if kind == "stop":
             return SENTENCE
         lower = nxt.char.islower()
@@ -354,126 +327,7 @@ class BoundaryScanner:
             return clause
         return CLAUSE
 
-    def _period_ends(self, i: int, cluster: str, nxt: _Next, final: bool) -> bool:
-        word, previous = self._words_before(i)
-        rules = self._rules
-        if word.isdigit() and len(word) <= 3:
-            if cluster.startswith(".)") or self._list_marker(i - len(word)):
-                self._numbered = True
-                return False  # "1. Preheat", "oven. 2. Mix", "2.) The"
-            if self._numbered and previous and previous[-1].isalpha():
-                self._item_start(i)  # "1. The first item 2. The second item"
-                return False
-            if rules.ordinal_words:  # "am 3. Mai", "im 1. Jahrhundert"
-                return self._next_letters(nxt.at, final).lower() not in rules.ordinal_words
-            return True
-        if len(word) == 1 and word.isalpha() and self._letter_item(i):
-            return False  # "a. The first item b. The second item"
-        key = _ELISION.sub("", word.lower())  # "l'Ing." is "Ing."
-        if key in rules.may_end:  # "at 6 a.m. The birds", "in 753 B.C. Augustus became"...
-            return self._starter(nxt.at, final) or not self._fronted(i - len(word))
-        if _is_number(previous):  # "5 ms." and "5 lb." are units...
-            return not nxt.char.isdigit()  # ...and "2 lb. 4 oz." goes on
-        pair = f"{previous.lower().rstrip('.')} {key}"  # "ad es.", "Dr. med."
-        last = key.rpartition(".")[2]  # "Tuesday.Mr." ends with a title
-        if key in rules.titles or pair in rules.titles or last in rules.titles:
-            return False
-        if len(word) == 1 and word.isalpha():  # an initial ("J. R. R."), "z. Z."...
-            return self._starter(nxt.at, final)  # ...but "you and I. Did you"
-        if key in rules.before_numbers and (nxt.char.isdigit() or self._roman(nxt.at, final)):
-            return False  # "No. 5", "Vol. II"
-        if key in rules.abbreviations or pair in rules.abbreviations or _is_dotted(key):
-            # "the U.S. Army", "z.B. Äpfel", but "in the U.S. How about you?"
-            return self._starter(nxt.at, final)
-        return True
-
-    def _letter_item(self, dot: int) -> bool:
-        """ "a. The first item b. The second": a lettered list begins with "a." where a list
-        marker may stand and goes on letter by letter, each item starting at its letter."""
-        letter, at = self._buf[dot - 1].lower(), dot - 1
-        if letter == "a" and self._list_marker(at):
-            self._lettered = "a"
-            return True
-        if not self._lettered or letter != chr(ord(self._lettered) + 1):
-            return False  # an initial: "J. R. R. Tolkien", "Plan B. Then"
-        self._lettered = letter
-        if at and self._buf[at - 1] == " ":
-            self._add(Boundary(self._base + at, SENTENCE, bool(self._stack)))
-        return True
-
-    def _fronted(self, before: int) -> bool:
-        """Whether the current sentence (or the text after a colon) opened with a word of
-        the language's ``openers`` ("At 5 a.m. Mr. Smith went"), ending before ``before``."""
-        at = self._opener_at - self._base
-        found = _FIRST_WORD.match(self._buf, max(0, at))
-        if at < 0 or found is None or found.end() > before:
-            return False
-        return found.group(1).lower() in self._rules.openers
-
-    def _roman(self, at: int, final: bool) -> bool:
-        """Whether a Roman numeral of two letters or more is at ``at``: "Vol. II", "Kap. IV"
-        (a lone "I" is the pronoun as often)."""
-        word = self._next_letters(at, final)
-        return len(word) > 1 and not word.strip("IVXLCDM")
-
-    def _starter(self, at: int, final: bool) -> bool:
-        """Whether the word at ``at`` is one that typically starts a sentence ("The")."""
-        word = self._next_letters(at, final)
-        if at + len(word) == len(self._buf) and not final:
-            raise _NeedMore
-        if len(word) == 1 and self._buf[at + 1 : at + 2] == ".":
-            return False  # "U. A. E.": an initial, not the article
-        return word.lower() in self._rules.starters
-
-    def _list_marker(self, i: int) -> bool:
-        """Whether the number at ``i`` starts a list item: it starts the text or a line, or
-        follows a sentence end or another item mark."""
-        if self._base + i == self._turn_start:
-            return True
-        buf = self._buf
-        k = i - 1
-        while k >= 0 and buf[k] == " ":
-            k -= 1
-        if k < 0:
-            return False
-        c = buf[k]
-        if c == ".":  # after a sentence end, not after "núm." or "S."
-            word = buf[max(0, k - _LOOKBEHIND) : k].split()[-1:]
-            key = word[0].lower() if word else ""
-            rules = self._rules
-            return len(key) > 1 and key not in rules.before_numbers and key not in rules.titles
-        return c in "!?:;…\n" or c in _ITEM_MARKS or c in _HARD_STOPS
-
-    def _item_start(self, dot: int) -> None:
-        """ "item 2.) The": a list item starts at the number, when a space is before it."""
-        buf = self._buf
-        start = dot
-        while start > 0 and buf[start - 1].isdigit():
-            start -= 1
-        if 0 < start < dot and dot - start <= 3 and buf[start - 1] == " ":
-            self._add(Boundary(self._base + start, SENTENCE, bool(self._stack)))
-
-    def _words_before(self, i: int) -> tuple[str, str]:
-        """The word ending at i (openers stripped) and the word before it."""
-        buf = self._buf
-        lo = max(0, i - _LOOKBEHIND)
-        words = buf[lo:i].split()
-        if lo and words and not buf[lo - 1].isspace() and not buf[lo].isspace():
-            words.pop(0)  # cut short by the window: too long to be an abbreviation
-        if not words or buf[i - 1].isspace():
-            return "", ""
-        return words[-1].lstrip(_LEADING_MARKS), words[-2] if len(words) > 1 else ""
-
-    def _next_letters(self, index: int, final: bool) -> str:
-        buf = self._buf
-        end = index
-        while end < len(buf) and end - index < 12 and buf[end].isalpha():
-            end += 1
-        if end == len(buf) and end - index < 12 and not final:
-            raise _NeedMore
-        return buf[index:end]
-
-    def _next_word(self, pos: int, stack: list[str], final: bool) -> _Next | None:
+    def _next_word(self, pos: int, stack: list[str], final: bool) -> Next | None:
         """Find the next speakable word after a boundary at ``pos``.
 
         Words with nothing to say (":)", "—", "🎉") move the boundary past them, so they
@@ -487,13 +341,13 @@ class BoundaryScanner:
             m = k
             if not frozen and buf[k : k + 1] == "[":  # "gas. [1] It": the citation joins
                 if _PARTIAL_CITATION.match(buf, k).end() == len(buf) and not final:  # type: ignore[union-attr]
-                    raise _NeedMore
+                    raise NeedMore
                 cited = _CITATION_WORD.match(buf, k)
                 m = cited.end() if cited else m
             while m < len(buf) and buf[m] != " " and buf[m] != "\n":
                 c = buf[m]
                 if c.isalnum():
-                    return _Next(boundary, c, m, stack)
+                    return Next(boundary, c, m, stack)
                 if not frozen:
                     closed = _closed(stack, c) if c in _CLOSERS else stack
                     # An opener ("«", "¿", "(") starts the next chunk: the boundary stays.
@@ -503,11 +357,11 @@ class BoundaryScanner:
                     stack = closed
                 m += 1
                 if m - pos > _SKIP_LIMIT:
-                    return _Next(boundary, "", m, stack)
+                    return Next(boundary, "", m, stack)
             if m == len(buf):
                 if final:
                     return None
-                raise _NeedMore
+                raise NeedMore
             if not frozen:
                 boundary = m + 1
             if buf[m] == "\n":  # the line break is a boundary of its own
@@ -550,13 +404,3 @@ def _close(stack: list[str], char: str) -> bool:
 def _closed(stack: list[str], char: str) -> list[str]:
     copy = stack.copy()
     return copy if _close(copy, char) else stack
-
-
-def _is_number(word: str) -> bool:
-    return word.replace(",", "").replace(".", "").isdigit()
-
-
-def _is_dotted(key: str) -> bool:
-    """ "e.g", "z.b", "u.s.a", "ph.d": short letter groups joined by dots."""
-    parts = key.split(".")
-    return len(parts) > 1 and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
