@@ -228,6 +228,14 @@ SETTINGS: tuple[Setting, ...] = (
         "webrtc_dtx",
         _bool,
     ),
+    Setting(
+        "VOXGATE_OPUS_PASSTHROUGH",
+        "true",
+        "While every sink of a session takes Opus, fetch the upstream's Opus and send its "
+        "packets as they are (no decode, no encode); false = always fetch PCM and encode",
+        "opus_passthrough",
+        _bool,
+    ),
     Setting("VOXGATE_LOG_FORMAT", "text", "`text` or `json` (one object per line)", "log_format"),
     Setting(
         "VOXTRAL_API_KEY",
@@ -316,6 +324,7 @@ class Settings:
     webrtc_opus_bitrate: int = 24000
     webrtc_opus_complexity: int = 5
     webrtc_dtx: bool = True
+    opus_passthrough: bool = True
     log_format: str = "text"
     local_api_keys: tuple[str, ...] = ()
 

@@ -23,7 +23,8 @@ import zlib
 import numpy as np
 
 from voxgate.codecs.encoded_audio import EncodedAudio, PacketClock
-from voxgate.codecs.opus import PACKET_TICKS, OpusEncoder
+from voxgate.codecs.opus import OpusEncoder
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.output_format import OPUS_CLOCK_RATE, OutputFormat
 
 _FLAG_BOS = 0x02
@@ -109,6 +110,10 @@ class OggOpusEncoder:
     def flush(self) -> list[EncodedAudio]:
         return self._paged(self._opus.flush())
 
+    def passthrough(self, run: OpusRun) -> list[EncodedAudio]:
+        """Packets the upstream coded, paged as they are (Opus passthrough)."""
+        return self._paged(self._opus.passthrough(run))
+
     def reset(self) -> None:
         """Drop held-back audio; the Ogg stream (serial, pages, granule) carries on."""
         self._opus.reset()
@@ -117,8 +122,9 @@ class OggOpusEncoder:
         if not packets:
             return []
         pages = b""
+        ticks = iter(p.ticks for p in packets)
         for group in page_groups([p.data for p in packets]):
-            self._granule += PACKET_TICKS * len(group)
+            self._granule += sum(next(ticks) for _ in group)
             pages += self._writer.page(group, self._granule)
         data, self._unsent_headers = self._unsent_headers + pages, b""
-        return [self._clock.stamp(data, PACKET_TICKS * len(packets))]
+        return [self._clock.stamp(data, sum(p.ticks for p in packets))]

@@ -18,6 +18,8 @@ Decisions, and why:
   lookahead, codes one more silent frame, so a turn's end always reaches the listener.
   The encoder is never drained (a drained FFmpeg encoder cannot take more input), so one
   libopus state runs through every turn, as an RTP receiver's decoder expects.
+* ``passthrough`` takes packets coded upstream (Opus passthrough, see
+  ``voxgate.codecs.opus_packets``) and only stamps them; libopus is not involved.
 * ``reset`` (barge-in) replaces the libopus state: its lookahead holds audio from before
   the interrupt that must not come out later. The clock does not advance for dropped
   audio; the next packet's timestamp is the previous one's plus 960.
@@ -30,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxgate.codecs.encoded_audio import EncodedAudio, PacketClock, pcm_samples
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.output_format import OPUS_CLOCK_RATE, OutputFormat
 from voxgate.errors import AudioError
 
@@ -104,6 +107,13 @@ class OpusEncoder:
         if self._held_real:
             packets += self._encode_frame(np.zeros(self._frame_samples, dtype=np.int16), 0)
         return packets
+
+    def passthrough(self, run: OpusRun) -> list[EncodedAudio]:
+        """Packets the upstream coded, stamped as they are (each advances the clock by the
+        samples it spans); nothing is decoded or coded. PCM held back goes out first."""
+        held = self.flush() if self._pending or self._held_real else []
+        stamp = self._clock.stamp
+        return held + [stamp(p, n) for p, n in zip(run.packets, run.samples, strict=True)]
 
     def reset(self) -> None:
         """Drop the partial frame and libopus' lookahead; timestamps carry on from the

@@ -19,7 +19,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from voxgate.codecs.encoded_audio import WRAP, PacketClock
-from voxgate.codecs.encoders import EncodedAudio, Encoder, OutputFormat, make_encoder
+from voxgate.codecs.encoders import (
+    EncodedAudio,
+    Encoder,
+    OggOpusEncoder,
+    OpusEncoder,
+    OutputFormat,
+    make_encoder,
+)
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.gateway import protocol as p
 from voxgate.gateway.replay import ReplayRing
 
@@ -58,6 +66,12 @@ class ContextStream:
         packets = self.encoder.encode(pcm)
         return self._framer.frames(packets) if self._framer else packets
 
+    def passthrough(self, run: OpusRun) -> list[EncodedAudio]:
+        """Opus packets coded upstream, as they are (see ``Outbound.opus_as_is``)."""
+        encoder = self.encoder
+        assert isinstance(encoder, OpusEncoder | OggOpusEncoder)
+        return encoder.passthrough(run)
+
     def flush(self) -> list[EncodedAudio]:
         packets = self.encoder.flush()
         if self._framer is None:
@@ -87,9 +101,18 @@ class PcmFramer:
 
 class Outbound:
     def __init__(
-        self, fmt: OutputFormat, *, binary: bool, realtime: bool, replay_bytes: int | None = None
+        self,
+        fmt: OutputFormat,
+        *,
+        binary: bool,
+        realtime: bool,
+        replay_bytes: int | None = None,
+        opus_as_is: bool = False,
     ) -> None:
         self.format = fmt
+        # The client's Opus format names no bitrate or complexity of its own: the upstream's
+        # Opus packets go out as they are, with no decode or encode (Opus passthrough).
+        self.opus_as_is = opus_as_is and fmt.encoding in ("opus", "ogg_opus")
         self.binary = binary
         self.realtime = realtime
         # What the socket took, to send again after a resume; None: the session cannot resume.
@@ -114,6 +137,12 @@ class Outbound:
     def audio(self, context_id: str, chunk_index: int, pcm: bytes) -> None:
         stream = self._stream(context_id)
         for packet in stream.encode(pcm):
+            self._push_audio(stream, chunk_index, packet)
+
+    def opus(self, context_id: str, chunk_index: int, run: OpusRun) -> None:
+        """Opus packets coded upstream; only when ``opus_as_is``."""
+        stream = self._stream(context_id)
+        for packet in stream.passthrough(run):
             self._push_audio(stream, chunk_index, packet)
 
     def end_of_context(self, context_id: str, chunk_index: int) -> None:

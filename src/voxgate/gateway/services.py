@@ -16,8 +16,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.config import Settings
 from voxgate.errors import AuthError, StoreUnavailable
 from voxgate.gateway.access.auth import OriginPolicy, bearer_token, dev_key, keys_from_specs
@@ -45,6 +46,8 @@ from voxgate.upstream import SpeechRequest, Upstream
 from voxgate.upstream.engine.background import BackgroundEngine
 from voxgate.upstream.pcm import PcmChunk
 
+_Audio = TypeVar("_Audio", PcmChunk, OpusRun)
+
 log = logging.getLogger(__name__)
 
 # At shutdown, how long settlements still queued (the store away) may take to reach it.
@@ -59,16 +62,22 @@ class InstrumentedUpstream:
     upstream: Upstream
     metrics: Metrics
 
-    async def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]:
+    def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]:
+        return self._timed(self.upstream.stream(request))
+
+    def stream_opus(self, request: SpeechRequest) -> AsyncIterator[OpusRun]:
+        return self._timed(self.upstream.stream_opus(request))
+
+    async def _timed(self, audio: AsyncIterator[_Audio]) -> AsyncIterator[_Audio]:
         started = time.monotonic()
         first = True
         outcome = "error"
         try:
-            async for chunk in self.upstream.stream(request):
+            async for piece in audio:
                 if first:
                     self.metrics.upstream_first_byte.observe(time.monotonic() - started)
                     first = False
-                yield chunk
+                yield piece
             outcome = "ok"
         except GeneratorExit:
             outcome = "cancelled"

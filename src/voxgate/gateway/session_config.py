@@ -49,6 +49,15 @@ class SessionConfig:
         return bool(self.values["caller_audio"])
 
     @property
+    def opus_as_is(self) -> bool:
+        """An Opus format with no bitrate or complexity of the client's own: the upstream's
+        packets may go out as they are (Opus passthrough)."""
+        spec = self.values["output_format"]
+        return spec.get("encoding") in ("opus", "ogg_opus") and not (
+            spec.keys() & {"bitrate", "complexity"}
+        )
+
+    @property
     def realtime(self) -> bool:
         return bool(self.values["pacing"] == "realtime")
 

@@ -3,6 +3,10 @@
 A job fetches its chunk's audio as fast as the upstream gives it and buffers it; the context
 takes the audio out in chunk order. A failed attempt is retried only while none of the
 chunk's audio has been taken: after that, a retry would repeat words the listener heard.
+
+A job fetches PCM, or, when its context passes Opus through (``opus=True``), the upstream's
+Opus packets as they are. Either way its byte counts are on the session's PCM timeline
+(see ``voxgate.codecs.opus_packets``), so the context's accounting is the same for both.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from voxgate.codecs.normalise import PcmNormaliser
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.errors import UpstreamError, VoxgateError
 from voxgate.upstream.models import SpeechRequest
 from voxgate.upstream.pcm import PcmChunk
@@ -27,6 +32,8 @@ class SpeechStreamer(Protocol):
     """What a job needs of the upstream: ``voxgate.upstream.Upstream`` is one."""
 
     def stream(self, request: SpeechRequest) -> AsyncIterator[PcmChunk]: ...
+
+    def stream_opus(self, request: SpeechRequest) -> AsyncIterator[OpusRun]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +73,22 @@ class ChunkJob:
         request: SpeechRequest,
         sample_rate: int,
         wake: asyncio.Event,
+        *,
+        opus: bool = False,
     ) -> None:
         self.index = index
         self.text = text
         self.op_id = op_id
         self.request = request
         self.sample_rate = sample_rate
+        self.opus = opus  # Opus packets passed through, not PCM
         self.state = JobState.STREAMING
         self.error: VoxgateError | None = None
         self.attempts = 0
-        self.received_bytes = 0
+        self.received_bytes = 0  # on the PCM timeline, for Opus too
         self.taken_bytes = 0
         self._pieces: list[bytes] = []
+        self._runs: list[OpusRun] = []
         self._wake = wake  # the context's: set whenever this job has news
         self._task: asyncio.Task[None] | None = None
         self._gate: Gate | None = None
@@ -103,8 +114,13 @@ class ChunkJob:
         self._gate = gate
         self._task = asyncio.create_task(self._run(upstream, policy), name=f"chunk-{self.op_id}")
 
-    def take(self) -> bytes:
-        """Everything received and not yet taken."""
+    def take(self) -> bytes | OpusRun:
+        """Everything received and not yet taken: PCM, or Opus packets."""
+        if self.opus:
+            run = OpusRun.join(self._runs)
+            self._runs.clear()
+            self.taken_bytes += run.timeline_bytes(self.sample_rate)
+            return run
         data = b"".join(self._pieces)
         self._pieces.clear()
         self.taken_bytes += len(data)
@@ -115,6 +131,7 @@ class ChunkJob:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._pieces.clear()
+        self._runs.clear()
         if not self.finished:
             self._set_state(JobState.CANCELLED)
 
@@ -140,10 +157,21 @@ class ChunkJob:
             except VoxgateError as exc:
                 self._fail(exc)
                 return
+            except Exception as exc:
+                # A bug must fail the chunk in its turn, not leave the turn waiting forever.
+                log.exception("chunk %s failed", self.op_id)
+                self._fail(VoxgateError(f"internal error: {exc!r}", code="internal_error"))
+                return
             self._set_state(JobState.DONE)
             return
 
     async def _attempt(self, upstream: SpeechStreamer) -> None:
+        if self.opus:
+            async for run in upstream.stream_opus(self.request):
+                self._append_run(run)
+                if self._gate is not None:
+                    await self._gate(self)
+            return
         normaliser = PcmNormaliser(self.sample_rate)
         async for chunk in upstream.stream(self.request):
             self._append(normaliser.push(chunk))
@@ -156,6 +184,7 @@ class ChunkJob:
             return False
         # Nothing of this chunk was heard: its partial audio can be thrown away.
         self._pieces.clear()
+        self._runs.clear()
         self.received_bytes = 0
         return True
 
@@ -163,6 +192,12 @@ class ChunkJob:
         if data:
             self._pieces.append(data)
             self.received_bytes += len(data)
+            self._wake.set()
+
+    def _append_run(self, run: OpusRun) -> None:
+        if run:
+            self._runs.append(run)
+            self.received_bytes += run.timeline_bytes(self.sample_rate)
             self._wake.set()
 
     def fail(self, error: VoxgateError) -> None:

@@ -14,10 +14,13 @@ import logging
 import math
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from voxgate.codecs.opus_packets import OpusRun
+from voxgate.codecs.output_format import OPUS_CLOCK_RATE
 from voxgate.errors import ProtocolViolation, QuotaExceeded, VoxgateError
 from voxgate.sessions.alignment import estimate_words, heard_cut
 from voxgate.sessions.chunk_job import ChunkJob, JobState
@@ -85,6 +88,9 @@ class Context:
         self._session = session
         self._options = session.options
         self._rate = session.options.sample_rate
+        # Chosen once, when the turn begins: its chunks all come as Opus packets or all as
+        # PCM, so a sink never meets a turn that changes kind half way.
+        self.opus = session.opus_upstream
         self._segmenter = Segmenter(session.options.segmenter)
         self._chunks: list[_Chunk] = []
         self._waiting: deque[_Chunk] = deque()
@@ -179,7 +185,7 @@ class Context:
     def delivered(self, event: Event) -> Event:
         """Account for an event the transport has taken; returns it, completed if need be."""
         if isinstance(event, AudioOut):
-            self._chunks[event.chunk_index].delivered_bytes += len(event.pcm)
+            self._chunks[event.chunk_index].delivered_bytes += event.size
             self._room.set()
         elif isinstance(event, ChunkEnded):
             chunk = self._chunks[event.chunk_index]
@@ -285,7 +291,15 @@ class Context:
             if not self._jobs:  # its first audio will not wait behind another chunk's
                 chunk.sent_at = self._session.clock()
             request = self._options.voice.request(chunk.spoken)
-            job = ChunkJob(chunk.index, chunk.text, chunk.op_id, request, self._rate, self._wake)
+            job = ChunkJob(
+                chunk.index,
+                chunk.text,
+                chunk.op_id,
+                request,
+                self._rate,
+                self._wake,
+                opus=self.opus,
+            )
             self._jobs.append(job)
             try:
                 await self._session.reserve(chunk.op_id, chunk.cost)
@@ -356,7 +370,7 @@ class Context:
             progressed = True
         return progressed
 
-    def _emit_audio(self, chunk: _Chunk, data: bytes) -> None:
+    def _emit_audio(self, chunk: _Chunk, data: bytes | OpusRun) -> None:
         if chunk.start_ms is None:
             chunk.start_ms = self._emitted_ms
             if chunk.sent_at is not None:
@@ -366,12 +380,24 @@ class Context:
             )
         if self._first_audio_at is None:
             self._first_audio_at = self._session.clock()
+        for event in self._pieces(chunk.index, data):
+            self._session.emit(event)
+            self._emitted_ms += event.duration_ms
+            chunk.emitted_bytes += event.size
+
+    def _pieces(self, index: int, data: bytes | OpusRun) -> Iterator[AudioOut]:
+        """``data`` as events of at most ``_MAX_PIECE_MS`` (Opus: cut between packets)."""
+        start_ms = self._emitted_ms
+        if isinstance(data, OpusRun):
+            for run in data.pieces(OPUS_CLOCK_RATE * _MAX_PIECE_MS // 1000):
+                yield AudioOut(self.id, index, b"", self._rate, start_ms, run)
+                start_ms += run.duration_ms
+            return
         step = self._rate * _MAX_PIECE_MS // 1000 * 2
         for start in range(0, len(data), step):
             piece = data[start : start + step]
-            self._session.emit(AudioOut(self.id, chunk.index, piece, self._rate, self._emitted_ms))
-            self._emitted_ms += self._ms(len(piece))
-            chunk.emitted_bytes += len(piece)
+            yield AudioOut(self.id, index, piece, self._rate, start_ms)
+            start_ms += self._ms(len(piece))
 
     def _note_upstream_first(self, seconds: float) -> None:
         # Follows a slower upstream at once and a faster one gradually: better a chunk

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.sessions.alignment import WordMark
 
 
@@ -20,17 +21,24 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class AudioOut:
-    """Mono s16le PCM at ``sample_rate``, the next piece of the context's timeline."""
+    """The next piece of the context's timeline: mono s16le PCM at ``sample_rate``, or,
+    when the context passes Opus through, the upstream's Opus packets (``pcm`` is empty)."""
 
     context_id: str
     chunk_index: int
     pcm: bytes
     sample_rate: int
     start_ms: float
+    opus: OpusRun | None = None
+
+    @property
+    def size(self) -> int:
+        """Its length on the context's timeline: bytes of PCM at ``sample_rate``."""
+        return len(self.pcm) if self.opus is None else self.opus.timeline_bytes(self.sample_rate)
 
     @property
     def duration_ms(self) -> float:
-        return len(self.pcm) * 500 / self.sample_rate
+        return self.size * 500 / self.sample_rate
 
 
 @dataclass(frozen=True, slots=True)

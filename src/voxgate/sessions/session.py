@@ -59,6 +59,10 @@ class Session:
         self.options = options or SessionOptions()
         self.upstream = upstream
         self.clock = clock
+        # Whether turns begun from now on fetch the upstream's Opus packets and pass them
+        # through, instead of PCM: the transport sets it while every sink it feeds takes
+        # Opus as the upstream codes it.
+        self.opus_upstream = False
         self._ledger = ledger
         self._contexts: dict[str, Context] = {}
         self._events: deque[tuple[str | None, Event]] = deque()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import email.utils
 import re
 import time
@@ -19,7 +20,11 @@ from typing import Any
 import httpx
 import orjson
 
+from voxgate.codecs.ogg_demux import OggOpusDemuxer
+from voxgate.codecs.opus_packets import OpusRun
+from voxgate.codecs.opus_toc import packet_samples
 from voxgate.errors import (
+    AudioError,
     ConfigError,
     InvalidInput,
     UpstreamConnectionError,
@@ -136,6 +141,30 @@ class Upstream:
             # Only the decoded PCM knows how much audio that was (a WAV header sets its rate).
             raise UpstreamTimeout(stall.after(f"{streamed_s * 1000:.0f} ms")) from stall
         decoder.finish()
+
+    async def stream_opus(self, request: SpeechRequest) -> AsyncIterator[OpusRun]:
+        """Stream the Opus packets of an Ogg Opus ``/stream``, as they arrive, undecoded.
+
+        Raises unless ``speech.audio.done`` came and the Ogg stream ended on a whole page.
+        A stream that is not Ogg Opus is malformed, and is not retried.
+        """
+        demuxer = OggOpusDemuxer()
+        streamed = 0  # 48 kHz samples
+        opus = dataclasses.replace(request, response_format="opus")
+        try:
+            async for delta in self.stream_encoded(opus):
+                packets = demuxer.feed(delta)
+                if packets:
+                    run = OpusRun(tuple(packets), tuple(packet_samples(p) for p in packets))
+                    streamed += run.total_samples
+                    yield run
+            demuxer.finish()
+        except _Stalled as stall:
+            raise UpstreamTimeout(stall.after(f"{streamed / 48:.0f} ms")) from stall
+        except AudioError as exc:
+            raise UpstreamStreamError(
+                f"malformed Ogg Opus stream: {exc.message}", retryable=False
+            ) from exc
 
     async def stream_encoded(self, request: SpeechRequest) -> AsyncIterator[bytes]:
         """Stream the raw audio bytes of each ``speech.audio.delta``, in the requested format."""

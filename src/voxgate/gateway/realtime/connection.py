@@ -176,6 +176,7 @@ class RealtimeConnection:
             binary=self.config.binary,
             realtime=self.config.realtime,
             replay_bytes=self.settings.resume_replay_bytes if self.resume.token else None,
+            opus_as_is=self.config.opus_as_is,
         )
         self.session = session
         self.services.metrics.sessions_total.inc()

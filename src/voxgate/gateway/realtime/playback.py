@@ -3,6 +3,11 @@
 The pump takes the Session's events as the sink has room: audio goes to the socket's
 ``Outbound`` queue, or, once attached, to a WebRTC track or a phone call leg (events stay
 on the socket). A barge-in stops a context in its sink at what the sink got through.
+
+**Opus passthrough.** While the sink takes Opus as the upstream codes it (a WebRTC track, an
+Opus RTP call, a socket in ``opus``/``ogg_opus`` with no bitrate or complexity of its own),
+turns begun then fetch the upstream's Opus and their packets go to the sink untouched. When
+a sink that needs PCM takes over during such a turn, the rest of the turn is decoded for it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from voxgate.codecs.opus_decoder import OpusDecoder
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.errors import LimitExceeded, StoreUnavailable, VoxgateError
 from voxgate.gateway import protocol as p
 from voxgate.gateway import wire
@@ -40,13 +47,28 @@ class Playback:
         self._caller_frames = 0
         self._turns = conn.turns
         self._metrics = conn.services.metrics
+        self._decoders: dict[str, OpusDecoder] = {}  # passthrough turns a PCM sink took over
 
     # -- the pump ---------------------------------------------------------------------
 
     def start(self) -> None:
         """The session has begun: pump its events from now on."""
         conn = self.conn
+        self._choose_media()
         conn.tasks.append(asyncio.create_task(self._pump(), name=f"pump-{conn.session_id}"))
+
+    def _choose_media(self) -> None:
+        """Turns begun from now on pass Opus through while the sink takes it as it is."""
+        session, out = self.conn.session, self.conn.outbound
+        if session is None or out is None:
+            return
+        if not self.conn.settings.opus_passthrough:
+            takes_opus = False
+        elif self.call is not None:
+            takes_opus = self.call.takes_opus
+        else:
+            takes_opus = self.webrtc is not None or out.opus_as_is
+        session.opus_upstream = takes_opus
 
     async def _pump(self) -> None:
         session, out = self.conn.session, self.conn.outbound
@@ -92,18 +114,34 @@ class Playback:
 
     async def _audio(self, event: ev.AudioOut, out: Outbound) -> None:
         self._metrics.audio_seconds.inc(event.duration_ms / 1000)
+        context_id, opus = event.context_id, event.opus
         if self.call is not None:
-            self._turns.first_audio(event.context_id)
-            self.call.push(event.pcm, event.context_id, event.start_ms)
+            self._turns.first_audio(context_id)
+            if opus is not None and self.call.takes_opus:
+                self.call.push_opus(opus, context_id)
+            else:
+                self.call.push(self._pcm(event), context_id, event.start_ms)
         elif self.webrtc is not None:
-            self._turns.first_audio(event.context_id)
+            self._turns.first_audio(context_id)
             await self._push_webrtc(self.webrtc, event)
+        elif opus is not None and out.opus_as_is:
+            out.opus(context_id, event.chunk_index, opus)
         else:
-            out.audio(event.context_id, event.chunk_index, event.pcm)
+            out.audio(context_id, event.chunk_index, self._pcm(event))
+
+    def _pcm(self, event: ev.AudioOut) -> bytes:
+        """The event's PCM; a passthrough turn's packets, decoded for a sink that needs PCM."""
+        if event.opus is None:
+            return event.pcm
+        decoder = self._decoders.get(event.context_id)
+        if decoder is None:
+            decoder = self._decoders[event.context_id] = OpusDecoder(event.sample_rate)
+        return decoder.decode(event.opus)
 
     def _finish_context(self, event: ev.ContextDone | ev.Interrupted, out: Outbound) -> None:
         context_id = event.context_id
         self._turns.forget(context_id)
+        self._decoders.pop(context_id, None)
         if isinstance(event, ev.ContextDone):
             if self.webrtc is not None:
                 self.webrtc.end_of_turn(context_id)
@@ -165,11 +203,13 @@ class Playback:
     def attach_webrtc(self, track: SessionAudioTrack) -> None:
         """From now on this session's audio goes to ``track``; events stay on the socket."""
         self.webrtc = track
+        self._choose_media()
         self._start_reports(track)
 
     def detach_webrtc(self, track: SessionAudioTrack) -> None:
         if self.webrtc is track:
             self.webrtc = None
+            self._choose_media()
 
     def resume_reports(self) -> None:
         """A resumed session's new socket gets the playout reports of its track, if any."""
@@ -219,6 +259,9 @@ class Playback:
             await asyncio.sleep(playout.frame_ms / 1000)
 
     async def _push_webrtc(self, track: SessionAudioTrack, event: ev.AudioOut) -> None:
+        if event.opus is not None:
+            await self._push_webrtc_opus(track, event, event.opus)
+            return
         data = memoryview(event.pcm)
         offset = 0
         while offset < len(data):
@@ -226,15 +269,25 @@ class Playback:
                 data[offset:], event.context_id, event.start_ms + offset * 500 / event.sample_rate
             )
             offset += taken
-            if offset < len(data):
-                # The playout buffer is full: wait a frame, the session keeps the rest.
-                await asyncio.sleep(0.02)
-                if (
-                    self.webrtc is not track
-                    or track.readyState != "live"
-                    or event.context_id in self._cut
-                ):
-                    return  # interrupted meanwhile: the rest of this piece is dropped
+            if offset < len(data) and not await self._track_waited(track, event.context_id):
+                return  # interrupted meanwhile: the rest of this piece is dropped
+
+    async def _push_webrtc_opus(
+        self, track: SessionAudioTrack, event: ev.AudioOut, run: OpusRun
+    ) -> None:
+        media_ms, packets, samples = event.start_ms, run.packets, run.samples
+        while packets:
+            taken = track.push_opus(OpusRun(packets, samples), event.context_id, media_ms)
+            media_ms += sum(samples[:taken]) / 48
+            packets, samples = packets[taken:], samples[taken:]
+            if packets and not await self._track_waited(track, event.context_id):
+                return  # interrupted meanwhile: the rest of this piece is dropped
+
+    async def _track_waited(self, track: SessionAudioTrack, context_id: str) -> bool:
+        """The playout buffer is full: wait a frame (the session keeps the rest); False if
+        the track or the context is gone meanwhile."""
+        await asyncio.sleep(0.02)
+        return self.webrtc is track and track.readyState == "live" and context_id not in self._cut
 
     # -- telephony --------------------------------------------------------------------
 
@@ -246,6 +299,7 @@ class Playback:
                 code="sink_attached",
             )
         self.call = leg
+        self._choose_media()
         provider = leg.dialect.name
         await self.conn.send(
             p.TelephonyAttached(provider=provider, stream_id=stream_id, call_id=call_id)
@@ -257,6 +311,7 @@ class Playback:
             return
         self.stop_audio()  # the pump delivers their `interrupted`
         self.call = None
+        self._choose_media()
         provider = leg.dialect.name
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.conn.send(

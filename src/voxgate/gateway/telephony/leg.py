@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voxgate.codecs.encoders import Encoder, make_encoder
+from voxgate.codecs.encoders import Encoder, OpusEncoder, make_encoder
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.output_format import OutputFormat
 from voxgate.gateway.outbound import PcmFramer
 from voxgate.gateway.telephony.dialect import Dialect
@@ -67,6 +68,7 @@ class _Frame:
     turn: _Turn
     generation: int
     payload: bytes | None  # None: a mark at this point
+    ms: float = FRAME_MS  # audio it carries: 20 ms, or a passed-through Opus packet's own
 
 
 @dataclass(slots=True)
@@ -122,6 +124,22 @@ class CallLeg:
             self._queue.append(_Frame(turn, turn.generation, packet.data))
         self._wake.set()
         return len(pcm)
+
+    @property
+    def takes_opus(self) -> bool:
+        """Whether the call's codec is Opus: it can take packets coded upstream as they are."""
+        return self.dialect.encoding == "opus"
+
+    def push_opus(self, run: OpusRun, context_id: str) -> int:
+        """Take Opus packets coded upstream (only when :attr:`takes_opus`): sent as they
+        are, each paced by its own duration."""
+        turn = self._turn(context_id)
+        encoder = turn.encoder
+        assert isinstance(encoder, OpusEncoder)
+        for packet in encoder.passthrough(run):
+            self._queue.append(_Frame(turn, turn.generation, packet.data, packet.duration_ms))
+        self._wake.set()
+        return len(run.packets)
 
     def chunk_ended(self, context_id: str) -> None:
         """A chunk's audio is all pushed: a mark goes after it."""
@@ -230,7 +248,7 @@ class CallLeg:
                     continue
                 # A frame goes once it would end within the lead: one every 20 ms, never
                 # two at once (checking the lead before the frame let pairs through).
-                excess = self._sent_total_ms + FRAME_MS - self._phone_ms() - LEAD_MS
+                excess = self._sent_total_ms + self._queue[0].ms - self._phone_ms() - LEAD_MS
                 if excess > _EARLY_MS:
                     await self._sleep(excess / 1000)
                     continue
@@ -272,8 +290,8 @@ class CallLeg:
         else:
             await self._ws.send_str(message)
         self.stats.frames_sent += 1
-        self._sent_total_ms += FRAME_MS
-        turn.sent_ms += FRAME_MS
+        self._sent_total_ms += frame.ms
+        turn.sent_ms += frame.ms
         if self.dialect.marks and turn.sent_ms - turn.marked_ms >= MARK_EVERY_MS:
             await self._send_mark(turn)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxgate.codecs.opus import PACKET_TICKS as OPUS_PACKET_TICKS
+from voxgate.codecs.opus_toc import packet_samples
 from voxgate.codecs.output_format import Encoding
 from voxgate.errors import ProtocolViolation
 from voxgate.gateway.telephony.dialect import CallEvent
@@ -74,7 +74,7 @@ class RtpCodec:
         if self.encoding == "mulaw":
             return len(payload)
         if self.encoding == "opus":
-            return OPUS_PACKET_TICKS
+            return packet_samples(payload)  # 960 when coded here; its own when passed through
         return len(payload) // 2
 
 

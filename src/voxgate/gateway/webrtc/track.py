@@ -61,10 +61,12 @@ from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
 from voxgate.codecs.opus import open_libopus
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.output_format import OutputFormat
 from voxgate.codecs.playout import Frame, Pcm, PlayoutBuffer, PlayoutOptions
 from voxgate.errors import InvalidInput
 from voxgate.gateway.webrtc.clock import LatencyWindow, MediaClock
+from voxgate.gateway.webrtc.passthrough import PacketQueue, QueuedPacket
 from voxgate.gateway.webrtc.rtp import RtpOut
 
 __all__ = ["OPUS_DTX", "OPUS_SILENCE", "SessionAudioTrack", "TrackOptions", "TrackStats"]
@@ -125,6 +127,7 @@ class TrackStats:
     packets_sent: int
     silent_packets: int  # sent without session audio: silence and DTX frames
     encoded_packets: int  # coded by libopus: audio, and each turn's first silent slot
+    passed_packets: int  # sent as the upstream coded them (Opus passthrough)
     dropped_frames: int  # pulled but never sent (aiortc's sender stopped reading, or gone)
     dtx_slots: int  # slots between turns that went unsent (DTX)
     talkspurts: int  # times audio started after DTX, each re-timing the RTP clock
@@ -227,9 +230,11 @@ class SessionAudioTrack(MediaStreamTrack):
         self._early_bytes = 0
         self._transceiver: RTCRtpTransceiver | None = None
         self._out: RtpOut | None = None  # the direct path, once attached
-        self._pending: tuple[Frame, bytes, int, bool] | None = None  # for flush()
+        self._opus = PacketQueue(self.options.playout.sample_rate)  # passthrough turns
+        # For flush(): (frame, payload, timestamp, marker, end of its audio on the timeline).
+        self._pending: list[tuple[Frame, bytes, int, bool, float]] = []
         self._ended: asyncio.Future[None] | None = None  # recv() waits on it when direct
-        self._ready: deque[tuple[Frame, OpusPacket]] = deque()
+        self._ready: deque[tuple[Frame, OpusPacket, float]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._silence = bytes(self.options.playout.frame_bytes)
         self._frame_ms = float(self.options.playout.frame_ms)
@@ -248,7 +253,7 @@ class SessionAudioTrack(MediaStreamTrack):
         self._first_push: dict[str, float] = {}
         self._late = LatencyWindow(_WINDOW)
         self._first_audio = LatencyWindow(_WINDOW)
-        self._sent = self._silent = self._dropped = self._timestamp = 0
+        self._sent = self._silent = self._dropped = self._timestamp = self._passed = 0
         self._dtx_slots = self._talkspurts = 0
 
     def bind(self, transceiver: RTCRtpTransceiver) -> None:
@@ -264,6 +269,9 @@ class SessionAudioTrack(MediaStreamTrack):
         session until :attr:`room_bytes` is non-zero again, then push the rest. Between
         turns (DTX), the turn's first frame is sent from here, before this returns.
         """
+        return self._push(pcm, context_id, media_ms)
+
+    def _push(self, pcm: Pcm, context_id: str, media_ms: float) -> int:
         if self._buffer is None:
             return self._push_early(pcm, context_id, media_ms)
         now = time.monotonic()
@@ -275,6 +283,27 @@ class SessionAudioTrack(MediaStreamTrack):
             if frame is not None:
                 self._emit(frame, now)
                 self.flush()
+        return taken
+
+    def push_opus(self, run: OpusRun, context_id: str, media_ms: float) -> int:
+        """Queue Opus packets coded upstream, to be sent as they are (Opus passthrough);
+        returns how many were taken, as :meth:`push` does (a packet is taken whole or not).
+
+        A turn is all PCM or all packets. Each packet goes out in the slot its start falls
+        in, its RTP timestamp moved on from the slot's by where it starts inside it.
+        """
+        taken = 0
+        for payload, samples in zip(run.packets, run.samples, strict=True):
+            span = self._opus.span(samples)
+            if self.room_bytes < len(span):
+                break
+            packet = QueuedPacket(payload, samples, media_ms)
+            self._opus.add(context_id, packet)  # before the push: it may send at once
+            if not self._push(span, context_id, media_ms):
+                self._opus.unadd(context_id)
+                break
+            media_ms = packet.end_ms
+            taken += 1
         return taken
 
     def end_of_turn(self, context_id: str) -> None:
@@ -290,17 +319,18 @@ class SessionAudioTrack(MediaStreamTrack):
         The next packet sent is silence or audio of another context; use
         :meth:`played_ms` for how much of ``context_id`` went out.
         """
+        self._opus.drop(context_id)
         if self._buffer is None:
             self._early = [op for op in self._early if not _belongs(op, context_id)]
             self._early_bytes = sum(len(op[0]) for op in self._early if isinstance(op, tuple))
             return
         self._buffer.clear(context_id)
-        for i, (frame, packet) in enumerate(self._ready):
+        for i, (frame, packet, _) in enumerate(self._ready):
             if not frame.silent and context_id in (None, frame.context_id):
                 silent = dataclasses.replace(
                     frame, pcm=self._silence, silent=True, context_id=None, media_ms=None
                 )
-                self._ready[i] = (silent, _stamped(OPUS_SILENCE, int(packet.pts or 0)))
+                self._ready[i] = (silent, _stamped(OPUS_SILENCE, int(packet.pts or 0)), 0.0)
         if context_id is None or context_id == self._packetizer.tail_context:
             self._packetizer.reset()
         if context_id is None:
@@ -353,6 +383,7 @@ class SessionAudioTrack(MediaStreamTrack):
             packets_sent=self._sent,
             silent_packets=self._silent,
             encoded_packets=self._packetizer.encoded,
+            passed_packets=self._passed,
             dropped_frames=self._dropped,
             dtx_slots=self._dtx_slots,
             talkspurts=self._talkspurts,
@@ -387,8 +418,8 @@ class SessionAudioTrack(MediaStreamTrack):
                 await self._waiter
             finally:
                 self._waiter = None
-        frame, packet = self._ready.popleft()
-        self._sent_frame(frame, int(packet.pts or 0), time.monotonic())
+        frame, packet, end_ms = self._ready.popleft()
+        self._sent_frame(frame, int(packet.pts or 0), time.monotonic(), end_ms)
         return packet
 
     def tick(self, now: float) -> bool:
@@ -398,25 +429,26 @@ class SessionAudioTrack(MediaStreamTrack):
         frame = self._buffer.pull(now)
         if frame is not None:
             self._emit(frame, now)
-        return self._pending is not None
+        return bool(self._pending)
 
     def flush(self) -> None:
-        """Send the packet the last tick prepared on the direct path. Called by the clock
+        """Send the packets the last tick prepared on the direct path. Called by the clock
         after a batch of ticks."""
-        pending, self._pending = self._pending, None
-        if pending is None or self._out is None:
+        pending, self._pending = self._pending, []
+        if self._out is None:
             return
-        frame, payload, timestamp, marker = pending
-        if self._out.send(payload, timestamp, marker=marker):
-            self._sent_frame(frame, timestamp, time.monotonic())
-        else:
-            self._dropped += 1
+        for frame, payload, timestamp, marker, end_ms in pending:
+            if self._out.send(payload, timestamp, marker=marker):
+                self._sent_frame(frame, timestamp, time.monotonic(), end_ms)
+            else:
+                self._dropped += 1
 
     def stop(self) -> None:
         """End the track: leave the clock, drop queued audio, end ``recv()``."""
         super().stop()
         self._clock.unregister(self)
         self._ready.clear()
+        self._opus.drop()
         self._packetizer.reset()  # frees libopus' state
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # recv() sees the track ended and raises
@@ -463,7 +495,24 @@ class SessionAudioTrack(MediaStreamTrack):
             if quiet >= DTX_HANGOVER:
                 self._send(frame, OPUS_DTX)
                 return
-        self._send(frame, self._packetizer.payload(frame))
+        if self._opus.passes(frame.context_id):
+            self._send_passed(frame)
+        elif not self._covered(frame):
+            self._send(frame, self._packetizer.payload(frame))
+
+    def _send_passed(self, frame: Frame) -> None:
+        """The packets that start in ``frame``'s slot, as the upstream coded them."""
+        assert frame.context_id is not None
+        assert frame.media_ms is not None
+        slot = frame.timestamp + self._offset
+        for packet in self._opus.take(frame.context_id, frame.media_ms, self._frame_ms):
+            timestamp = slot + round((packet.media_ms - frame.media_ms) * 48)
+            self._send(frame, packet.payload, timestamp, packet.samples, packet.end_ms)
+            self._passed += 1
+
+    def _covered(self, frame: Frame) -> bool:
+        """The slot lies inside a packet already sent (the tail of one over 20 ms long)."""
+        return self._last_end is not None and frame.timestamp + self._offset < self._last_end
 
     def _retime(self, frame: Frame, now: float) -> None:
         """Start the 48 kHz clock of a talkspurt at ``frame``: on time against the last
@@ -480,19 +529,31 @@ class SessionAudioTrack(MediaStreamTrack):
         self._marker = True
         self._talkspurts += 1
 
-    def _send(self, frame: Frame, payload: bytes) -> None:
-        timestamp = frame.timestamp + self._offset
-        self._last_end = timestamp + (DTX_TICKS if payload is OPUS_DTX else self._ticks)
+    def _send(
+        self,
+        frame: Frame,
+        payload: bytes,
+        timestamp: int | None = None,
+        ticks: int | None = None,
+        end_ms: float | None = None,
+    ) -> None:
+        """Queue one packet for ``frame``'s slot: at the slot's timestamp unless given, for
+        a frame of audio unless ``ticks`` says otherwise."""
+        if timestamp is None:
+            timestamp = frame.timestamp + self._offset
+        if ticks is None:
+            ticks = DTX_TICKS if payload is OPUS_DTX else self._ticks
+        if end_ms is None:
+            end_ms = (frame.media_ms or 0.0) + self._frame_ms
+        self._last_end = timestamp + ticks
         marker, self._marker = self._marker, False
         if self._out is not None:
-            if self._pending is not None:
-                self._dropped += 1  # never flushed: cannot happen with the clock
-            self._pending = (frame, payload, timestamp, marker)
+            self._pending.append((frame, payload, timestamp, marker, end_ms))
             return
         if len(self._ready) >= _READY_MAX:
             self._ready.popleft()
             self._dropped += 1
-        self._ready.append((frame, _stamped(payload, timestamp)))
+        self._ready.append((frame, _stamped(payload, timestamp), end_ms))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -510,7 +571,7 @@ class SessionAudioTrack(MediaStreamTrack):
             self._early_bytes += size
         return size
 
-    def _sent_frame(self, frame: Frame, timestamp: int, now: float) -> None:
+    def _sent_frame(self, frame: Frame, timestamp: int, now: float, end_ms: float) -> None:
         self._sent += 1
         self._timestamp = timestamp
         self._late.add(now - frame.due)
@@ -518,9 +579,10 @@ class SessionAudioTrack(MediaStreamTrack):
             self._silent += 1
             self._last_pcm = None
             return
+        # A passthrough packet's frame holds a silent span: its level reads 0.
         self._last_pcm = frame.pcm
         context_id = frame.context_id
-        _remember(self._played, context_id, (frame.media_ms or 0.0) + self._frame_ms)
+        _remember(self._played, context_id, end_ms)
         pushed = self._first_push.pop(context_id, None)
         if pushed is not None:
             self._first_audio.add(now - pushed)
