@@ -16,7 +16,7 @@ language. :class:`LanguageRules` holds that knowledge for one language, in seven
   Jahrhundert"), the words after which "3." is an ordinal, not a sentence end.
 * ``may_end``: dotted abbreviations that close a phrase, times, eras and degrees ("a.m.",
   "B.C.", "Ph.D.", "etc."): they end a sentence before a capital or a number, unless the
-  sentence opened with a word of ``openers``.
+  sentence opened with a word of ``openers`` and no starter follows.
 * ``openers``: prepositions that front a time adverbial: "At 5 a.m. Mr. Smith went", "In 44
   B.C. Caesar died" (the subject comes after it), but "She left at 6 a.m. Mr. Smith
   stayed".
