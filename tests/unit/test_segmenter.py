@@ -1001,3 +1001,16 @@ def test_fifty_thousand_characters_token_by_token() -> None:
     check_chunks(chunks, [text], SegmenterOptions())
     assert len(chunks) > 100
     assert {c.reason for c in chunks} <= {"clause", "sentence", "time", "flush"}
+
+
+@pytest.mark.parametrize(
+    "tokens", [["Hello, 1.) Hello"], ["Hello, 1", ".) Hello"], ["HelloHelloHello 2", ") Hi"]]
+)
+def test_a_boundary_that_a_list_item_upgrades_is_decided_once_the_item_is_read(
+    tokens: list[str],
+) -> None:
+    options = SegmenterOptions(
+        first_min_chars=1, first_clause_boundaries=False, min_chars=1, max_chars=8
+    )
+    whole = segment("".join(tokens), options)
+    assert segment("".join(tokens), options, tokens) == whole
