@@ -23,9 +23,12 @@ pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
 TEXT = "Hello from the gateway. This audio travels over WebRTC, twenty milliseconds at a time."
 
 
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target, stun_urls=("stun:stun.example.net:3478",)) as gw:
+@pytest.fixture(params=[True, False], ids=["passthrough", "encode"])
+async def gateway(target: Target, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    """Both audio paths: the upstream's Opus sent as it is, and PCM coded by the track."""
+    async with running_gateway(
+        target, stun_urls=("stun:stun.example.net:3478",), opus_passthrough=request.param
+    ) as gw:
         yield gw
 
 
@@ -154,6 +157,13 @@ async def test_session_audio_over_whep(gateway: Gateway) -> None:
         assert sent is not None
         assert float(sent.group(1)) >= len(stamps)
         assert 'voxgate_webrtc_underruns{cause="gateway"}' in scraped
+        passed = re.search(r"^voxgate_opus_passthrough_seconds_total (\S+)$", scraped, re.M)
+        assert passed is not None
+        # Every second of the turn went as the upstream coded it, or none did.
+        if gateway.services.settings.opus_passthrough:
+            assert float(passed.group(1)) * 1000 == pytest.approx(spoken_ms, abs=1)
+        else:
+            assert float(passed.group(1)) == 0
         assert "voxgate_media_clock_late_p99_seconds" in scraped
 
         patch = await http.patch(

@@ -104,8 +104,8 @@ class OggOpusDemuxer:
 
     ``head`` is the OpusHead of the current logical stream; in a chained stream it
     changes, and ``link_start`` is then the index (among the ``packets_out`` audio packets
-    returned so far) of the first packet of the new link. ``last_granule`` is the granule position of
-    the last page on which an audio packet ended, or ``None`` before the first.
+    returned so far) of the first packet of the new link. ``last_granule`` is the granule
+    position of the last page on which an audio packet ended, or ``None`` before the first.
 
     Every refusal is an :class:`AudioError` (``invalid_ogg``, ``multiplexed_ogg``,
     ``unsupported_channel_mapping``); the demuxer is of no further use after one.

@@ -60,6 +60,11 @@ class Metrics:
         self.audio_seconds = Counter(
             "voxgate_audio_seconds_total", "Audio delivered to clients", registry=r
         )
+        self.passthrough_seconds = Counter(
+            "voxgate_opus_passthrough_seconds_total",
+            "Of that audio, what went out as the upstream coded it (Opus passthrough)",
+            registry=r,
+        )
         self.errors = Counter(
             "voxgate_errors_total", "Errors sent to clients, by code", ["code"], registry=r
         )

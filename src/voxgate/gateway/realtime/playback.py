@@ -115,6 +115,11 @@ class Playback:
     async def _audio(self, event: ev.AudioOut, out: Outbound) -> None:
         self._metrics.audio_seconds.inc(event.duration_ms / 1000)
         context_id, opus = event.context_id, event.opus
+        passed = opus is not None and (
+            self.call.takes_opus if self.call is not None else bool(self.webrtc or out.opus_as_is)
+        )
+        if passed:
+            self._metrics.passthrough_seconds.inc(event.duration_ms / 1000)
         if self.call is not None:
             self._turns.first_audio(context_id)
             if opus is not None and self.call.takes_opus:
