@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import Target
 from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
 from tests.integration.test_whep import Listener, offer_to_session, open_session, wait_for
+from voxgate.codecs.opus_toc import packet_samples
 from voxgate.gateway.protocol import unpack_audio_frame
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
@@ -70,7 +71,8 @@ async def watch_usage(
 async def read_audio(
     ws: aiohttp.ClientWebSocketResponse, watch: Watch, *, real_time: bool = True
 ) -> Received:
-    """A listener that takes audio as fast as it plays it (24 kHz PCM), or as it comes."""
+    """A listener that takes audio as fast as it plays it (24 kHz PCM or Opus), or as it
+    comes."""
     received = Received()
     started = time.monotonic()
     played_ms = 0.0
@@ -79,7 +81,8 @@ async def read_audio(
         if msg.type is aiohttp.WSMsgType.BINARY:
             frame = unpack_audio_frame(msg.data)
             received.frames.append(frame)
-            played_ms += len(frame[4]) / 48
+            opus = frame[0] == "opus"
+            played_ms += packet_samples(frame[4]) / 48 if opus else len(frame[4]) / 48
             ahead = started + played_ms / 1000 - time.monotonic()
             if ahead > 0 and real_time:
                 await asyncio.sleep(ahead)
@@ -103,13 +106,14 @@ def assert_bounded(watch: Watch) -> None:
 
 
 @pytest.mark.parametrize("pacing", ["realtime", "fast"])
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "opus"])  # opus: passed through
 async def test_a_long_turn_holds_no_more_than_the_lookahead_on_the_socket(
-    gateway: Gateway, pacing: str
+    gateway: Gateway, pacing: str, encoding: str
 ) -> None:
     async with aiohttp.ClientSession() as http:
         ws, received, session_id = await open_session(http, gateway)
         update = {"type": "session.update", "pacing": pacing}
-        await ws.send_json({**update, "output_format": {"encoding": "pcm_s16le"}})
+        await ws.send_json({**update, "output_format": {"encoding": encoding}})
         await receive_until(ws, "session.updated", received)
         await ws.send_json({"type": "text.append", "text": LONG_TURN})
         await ws.send_json({"type": "context.close"})
@@ -131,8 +135,14 @@ async def test_a_long_turn_holds_no_more_than_the_lookahead_on_the_socket(
         await ws.close()
 
 
-async def test_a_long_turn_holds_no_more_than_the_lookahead_over_webrtc(gateway: Gateway) -> None:
-    async with aiohttp.ClientSession() as http:
+@pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough", "encode"])
+async def test_a_long_turn_holds_no_more_than_the_lookahead_over_webrtc(
+    target: Target, passthrough: bool
+) -> None:
+    async with (
+        running_gateway(target, opus_passthrough=passthrough) as gateway,
+        aiohttp.ClientSession() as http,
+    ):
         ws, _, session_id = await open_session(http, gateway)
         listener = Listener()
         response = await offer_to_session(http, gateway, session_id, listener)
