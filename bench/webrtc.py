@@ -13,6 +13,17 @@ Arms on the same espeak speech (24 kHz mono), every stream speaking continuously
   stock       N plain MediaStreamTracks returning av.AudioFrames (s16 mono 24 kHz), each
               paced with its own asyncio.sleep: aiortc resamples and encodes (48 kHz stereo,
               96 kbit/s) in its thread pool. One process.
+  passthrough/W  Opus passthrough: the same tracks and W sender processes as voxgate/W,
+              fed the upstream's own Opus packets with ``push_opus`` (100 ms runs, topped up
+              as the PCM is), sent as they are: no libopus encode. The packets are recorded
+              once at the start, not committed: the same text streamed from the embedded
+              engine's ``/stream`` in Ogg Opus (espeak-ng, the engine's "Jane" voice, its
+              32 kbit/s encoder, a page per delta) and demuxed by ``Upstream.stream_opus``,
+              as a session fetches them; each stream loops over them, a new context every
+              pass. Its ramp goes further (20, 80, 160, 240, ... 1000: ``PASSTHROUGH_LEVELS``,
+              ``--max-passthrough-streams``); its "bare" baseline is libopus on at most
+              BARE_MAX_STREAMS (160) streams (per stream it does not grow with N, and
+              coding 1000 streams' frames would take minutes per level).
 
 Receivers are aiortc peers (ICE and DTLS-SRTP done for real) in one more process; once
 connected they count RTP packets from the clear RTP header (SSRC, timestamp) instead of
@@ -32,6 +43,8 @@ for stock where aiortc has the payload and is about to send it.
   stoln     of those, packets late while the machine's steal time grew (sampled every
             10 ms): stalls of the VM by its host, not the gateway's doing
   gaps      RTP timestamp steps other than 960 seen by the receivers (skipped slots)
+  tx/rx     the senders' CPU (all processes) and the receivers' process CPU, in cores:
+            on 2 cores, what the receivers take is not the senders' to use
 
 Each arm ramps N (10, 20, 40, 80, 120, 160, ...) until a level fails twice in a row (once
 may be another process' doing): grid p99 > 5 ms, a late packet the host did not cause,
@@ -40,9 +53,22 @@ just before it, in the first sender process, on as many frames as the level send
 streams for its measured seconds): "bare" as fast as libopus goes, "bare-rt" paced over
 the same seconds.
 
-Then 20 voxgate streams speak turns after pauses for ``--turn-seconds`` (30 s: about 300
-turns), for the first-audio latency: a turn's first push to its first packet on the
-socket. A turn that starts while the stream is quiet (DTX) is sent from the push itself;
+Then the sender time is taken apart (``--profile-streams``, 80 and 400 by default:
+voxgate/W at the fewest, passthrough/W at each): every stage of the packet path is wrapped
+with perf counters in the sender processes (the media clock's step, the track's tick: its
+playout pull and packet choice and its libopus encode, the flush, RtpOut.send: SRTP
+protect, ``sendto``, header and counters, and the feeding pushes), and the level prints
+µs per packet sent by stage, the rest of the senders' CPU (event loop, aiortc's RTCP and
+ICE, GC), and the receivers' CPU per packet and in cores beside it. The wrappers add a few
+hundred ns per call: a profiled level is not counted in the ramp. The stage times are wall
+time: on a machine busy with other work, a preempted stage counts its wait, and "the rest"
+(CPU less the stages) can turn negative.
+
+Then 20 streams of one process speak turns after pauses for ``--turn-seconds`` (30 s:
+about 300 turns), on each path: PCM pushed and encoded (voxgate), then the upstream's
+packets pushed with ``push_opus`` (passthrough; the same pauses and turn lengths, 60 ms
+runs of packets), for the first-audio latency: a turn's first push to its first packet on
+the socket. A turn that starts while the stream is quiet (DTX) is sent from the push itself;
 one that starts within the 200 ms of silence packets after the last turn waits for its
 stream's next slot (0-20 ms). Each turn notes what could have delayed it: whether its
 first packet left from the push ("push") or from a later tick of the clock ("tick": the
@@ -50,12 +76,23 @@ push came while that tick was late), a garbage collection in between ("gc"), the
 process preempted in between (involuntary context switches, "preempted"), and steal time.
 p99 is printed with its sample count and the maximum; under 100 samples only the maximum.
 
-    python bench/webrtc.py [--quick] [--seconds 8] [--max-streams 400] [--workers 1 2]
-                           [--bitrate 24000] [--complexity 5] [--phases 4]
-                           [--turn-seconds 30] [--json PATH]
+Goals: the encode path at most 1.3x bare libopus per stream; passthrough at least 600
+streams on 2 sender processes, at most 0.25x bare libopus per stream, and first audio no
+later than on the encode path. The summary prints each against its measure.
 
-``--json PATH`` writes {"arms": {arm: [level, ...]}, "first_audio": {...}, ...}; each level
-as ``Level.figures`` gives it (``bench/all.py`` documents the layout).
+    python bench/webrtc.py [--quick] [--seconds 8] [--max-streams 400] [--workers 1 2]
+                           [--passthrough-workers 2] [--max-passthrough-streams 1000]
+                           [--profile-streams 80 400] [--bitrate 24000] [--complexity 5]
+                           [--phases 4] [--turn-seconds 30] [--json PATH]
+
+``--json PATH`` writes {"arms": {arm: [level, ...]}, "capacity": {arm: ...},
+"first_audio": {...}, ...}; each level as ``Level.figures`` gives it (``bench/all.py``
+documents the layout), passthrough's under "passthrough/W" like the others, each level
+with "rx_cpu_pct" too (the receivers' process, % of one core). Beside them:
+"first_audio_passthrough" (the layout of "first_audio"), "where_time_goes" ({"ARM N":
+{"us_per_packet": {stage: µs}, "sender_us_per_packet", "receiver_us_per_packet",
+"sender_cores", "receiver_cores", "packets_per_s", ...}}) and "upstream_opus" (packets,
+seconds, kbit/s of the recording).
 
 Only loopback addresses are used; every wait is bounded in time and every loop in count.
 The figures depend on the machine being otherwise idle: each level prints the load average
@@ -66,6 +103,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import gc
 import multiprocessing
@@ -73,7 +111,7 @@ import os
 import random
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -84,6 +122,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from figures import add_json_option, tail, tail_text, write_json
 
+from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.playout import Frame
 from voxgate.gateway.webrtc.clock import PHASES, MediaClock
 from voxgate.gateway.webrtc.sdp import send_opus_only
@@ -91,7 +130,11 @@ from voxgate.gateway.webrtc.track import DTX_HANGOVER, SessionAudioTrack, TrackO
 
 RATE, FRAME = 24000, 480  # 20 ms at 24 kHz
 LEVELS = (10, 20, 40, 80, 120, 160, 200, 240, 320, 400)
+# Passthrough sends no encode: its ramp goes further, in bigger steps.
+PASSTHROUGH_LEVELS = (20, 80, 160, 240, 320, 400, 480, 600, 720, 840, 1000)
+BARE_MAX_STREAMS = 160  # a passthrough level's bare baseline: libopus on at most this many
 PACED_P99_MS, LATE_MS = 5.0, 10.0
+JANE = "82c99ee6-f932-423f-a4a3-d403c8914b8d"  # the engine's preset voice for /stream
 TEXT = (
     "Voice agents push tokens as they arrive, and the gateway turns them into speech with "
     "the lowest possible delay. Audio must start fast and never crackle, every twenty "
@@ -119,6 +162,19 @@ async def speech() -> np.ndarray:
     finally:
         await synthesizer.close()
     return pcm[: pcm.size // FRAME * FRAME]
+
+
+async def upstream_opus() -> OpusRun:
+    """The same text as the upstream streams it in Ogg Opus: the embedded engine's
+    ``/stream`` (espeak-ng, its 32 kbit/s encoder, a page per delta), demuxed into packets
+    by the client sessions use (``Upstream.stream_opus``). Recorded once, kept in memory."""
+    from voxgate.upstream import SpeechRequest, Upstream, UpstreamConfig
+    from voxgate.upstream.engine.background import BackgroundEngine
+
+    with BackgroundEngine() as engine:
+        async with Upstream(UpstreamConfig(engine.base_url, engine.api_key)) as client:
+            request = SpeechRequest(TEXT, voice_id=JANE, response_format="opus")
+            return OpusRun.join([run async for run in client.stream_opus(request)])
 
 
 async def gather_batched(calls: list[Callable[[], Awaitable[Any]]], size: int = 20) -> None:
@@ -174,6 +230,7 @@ def receiver_main(conn: Connection) -> None:
     StunProtocol.datagram_received = counting  # type: ignore[method-assign,assignment]
     pcs: list[RTCPeerConnection] = []
     polling: list[asyncio.Task[None]] = []
+    cpu_at_mark = [0.0]
 
     async def handle(op: str, arg: Any) -> Any:
         nonlocal pcs
@@ -186,15 +243,20 @@ def receiver_main(conn: Connection) -> None:
         if op == "answers":
             for pc, sdp in zip(pcs, arg, strict=True):
                 await pc.setRemoteDescription(session_description(sdp, "answer"))
-            connected = await until(lambda: all(p.connectionState == "connected" for p in pcs), 60)
+            # DTLS handshakes of hundreds of peers take a while on 2 cores.
+            within = 60 + len(pcs) / 10
+            connected = await until(
+                lambda: all(p.connectionState == "connected" for p in pcs), within
+            )
             if connected:
                 polling.append(asyncio.create_task(poll_sockets(pcs)))
             return connected
         if op == "mark":
             arrivals.clear()
+            cpu_at_mark[0] = sum(cpu_times())
             return True
         if op == "report":
-            return receiver_report(arrivals, arg)
+            return {**receiver_report(arrivals, arg), "cpu": sum(cpu_times()) - cpu_at_mark[0]}
         if op == "close":
             for task in polling:
                 task.cancel()
@@ -273,14 +335,24 @@ class MeasuredTrack(SessionAudioTrack):
         self.first_audio: list[dict[str, Any]] = []  # one per turn, see _sent_frame
 
     def push(self, *args: Any, **kwargs: Any) -> int:
+        with self.pushing():
+            return super().push(*args, **kwargs)
+
+    def push_opus(self, *args: Any, **kwargs: Any) -> int:
+        with self.pushing():
+            return super().push_opus(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def pushing(self) -> Iterator[None]:
+        """While a push runs: a packet sent now is sent from the push, not a tick."""
         self.in_push = True
         try:
-            return super().push(*args, **kwargs)
+            yield
         finally:
             self.in_push = False
 
-    def _sent_frame(self, frame: Frame, timestamp: int, now: float) -> None:
-        super()._sent_frame(frame, timestamp, now)
+    def _sent_frame(self, frame: Frame, timestamp: int, now: float, end_ms: float) -> None:
+        super()._sent_frame(frame, timestamp, now, end_ms)
         self.sends.append((now, frame.due, frame.timestamp))
         if self.turn is not None and frame.context_id == self.turn:
             switches, steal = involuntary_switches(), stolen_ms()
@@ -356,18 +428,52 @@ async def feed_continuously(tracks: list[MeasuredTrack], pcm: bytes, stop: async
     """One task for all streams, as a session transport would: keep each buffer topped up
     with 100 ms pieces of speech, a new context every pass over the clip."""
     piece = RATE // 10 * 2
-    offsets = [random.randrange(0, len(pcm) // piece) * piece for _ in tracks]
+
+    def push(track: MeasuredTrack, at: int, context: str) -> int:
+        track.push(pcm[at : at + piece], context, at / 48)
+        return piece
+
+    await top_up(tracks, len(pcm), piece, piece, push, stop)
+
+
+async def feed_opus_continuously(
+    tracks: list[MeasuredTrack], opus: OpusRun, stop: asyncio.Event
+) -> None:
+    """As ``feed_continuously``, with the upstream's packets: 100 ms runs of them (as a
+    session cuts its Opus events), pushed with ``push_opus`` while the buffer has room."""
+    starts = np.concatenate([[0], np.cumsum(opus.samples)]) / 48  # ms on the clip's timeline
+    piece = 5  # packets: 100 ms of 20 ms packets
+    room = opus.pieces(piece * 960)[0].timeline_bytes(RATE)
+
+    def push(track: MeasuredTrack, k: int, context: str) -> int:
+        run = OpusRun(opus.packets[k : k + piece], opus.samples[k : k + piece])
+        return track.push_opus(run, context, float(starts[k]))
+
+    await top_up(tracks, len(opus.packets), piece, room, push, stop)
+
+
+async def top_up(
+    tracks: list[MeasuredTrack],
+    length: int,
+    piece: int,
+    room: int,
+    push: Callable[[MeasuredTrack, int, str], int],
+    stop: asyncio.Event,
+) -> None:
+    """Every 50 ms, push each stream pieces of a clip of ``length`` (bytes or packets)
+    while its buffer has ``room`` bytes for one, from a random place, a new context every
+    pass; ``push`` says how far the stream got."""
+    offsets = [random.randrange(0, length // piece) * piece for _ in tracks]
     turns = [0] * len(tracks)
     while not stop.is_set():
         for i, track in enumerate(tracks):
             for _ in range(40):  # bounded: at most 4 s of audio per stream per round
-                if track.room_bytes < piece:
+                if track.room_bytes < room:
                     break
-                if offsets[i] >= len(pcm):
+                if offsets[i] >= length:
                     track.end_of_turn(f"t{turns[i]}")
                     offsets[i], turns[i] = 0, turns[i] + 1
-                track.push(pcm[offsets[i] : offsets[i] + piece], f"t{turns[i]}", offsets[i] / 48)
-                offsets[i] += piece
+                offsets[i] += push(track, offsets[i], f"t{turns[i]}")
         await asyncio.sleep(0.05)
 
 
@@ -401,11 +507,39 @@ async def speak_turns(track: MeasuredTrack, pcm: bytes, stop: asyncio.Event, see
         await until(lambda c=context, n=length: track.played_ms(c) >= n / 48, 5, 0.02)
 
 
+async def speak_opus_turns(
+    track: MeasuredTrack, opus: OpusRun, stop: asyncio.Event, seed: int
+) -> None:
+    """``speak_turns`` with the upstream's packets: the same pauses and turn lengths (same
+    seed), runs of three 20 ms packets (60 ms) pushed with ``push_opus`` at 4x real time."""
+    rng, piece = random.Random(seed), 3
+    for k in range(10_000):  # bounded; the stop event ends it long before
+        await asyncio.sleep(rng.uniform(0.1, 1.5))
+        if stop.is_set():
+            return
+        length = rng.randint(10, 25) * piece
+        start = rng.randrange(0, len(opus.packets) - length)
+        context = f"turn{k}"
+        track.before = (involuntary_switches(), stolen_ms())
+        track.turn, track.pushed_at = context, time.monotonic()
+        track.quiet = quiet_state(track._quiet)
+        media_ms = 0.0
+        for at in range(start, start + length, piece):
+            run = OpusRun(opus.packets[at : at + piece], opus.samples[at : at + piece])
+            track.push_opus(run, context, media_ms)
+            media_ms += run.duration_ms
+            await asyncio.sleep(0.015)
+        track.end_of_turn(context)
+        await until(lambda c=context, n=media_ms: track.played_ms(c) >= n, 5, 0.02)
+
+
 @dataclass
 class Sender:
     """The state of one sender process between commands."""
 
     frames: np.ndarray
+    opus: OpusRun  # the upstream's packets, for the passthrough arm
+    arm: str = "voxgate"
     clock: MediaClock | None = None
     tracks: list[MediaStreamTrack] = field(default_factory=list)
     pcs: list[RTCPeerConnection] = field(default_factory=list)
@@ -414,6 +548,7 @@ class Sender:
     cpu: tuple[float, float] = (0.0, 0.0)
     wall: float = 0.0
     steal: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, steal ms)
+    stages: StageTimes | None = None  # while a level is profiled
 
     @property
     def voxgate(self) -> list[MeasuredTrack]:
@@ -422,6 +557,7 @@ class Sender:
     async def setup(
         self, arm: str, offers: list[str], options: TrackOptions, phases: int
     ) -> list[str]:
+        self.arm = arm
         if arm == "stock":
             self.tracks = [StockTrack(self.frames) for _ in offers]
         else:
@@ -446,24 +582,39 @@ class Sender:
         self.stop = asyncio.Event()
         pcm = self.frames.tobytes()
         GC_PAUSES.clear()
+        passthrough = self.arm == "passthrough"
         if turns:
             self.tasks = [
-                asyncio.create_task(speak_turns(t, pcm, self.stop, i))
+                asyncio.create_task(
+                    speak_opus_turns(t, self.opus, self.stop, i)
+                    if passthrough
+                    else speak_turns(t, pcm, self.stop, i)
+                )
                 for i, t in enumerate(self.voxgate)
             ]
         elif self.voxgate:
-            self.tasks = [asyncio.create_task(feed_continuously(self.voxgate, pcm, self.stop))]
+            feeding = (
+                feed_opus_continuously(self.voxgate, self.opus, self.stop)
+                if passthrough
+                else feed_continuously(self.voxgate, pcm, self.stop)
+            )
+            self.tasks = [asyncio.create_task(feeding)]
 
-    def mark(self) -> None:
+    def mark(self, profile: bool) -> None:
         STOCK_SENDS.clear()
         for track in self.voxgate:
             track.sends.clear()
+        if profile:
+            self.stages = StageTimes(self.voxgate)
         self.steal = [(time.monotonic(), stolen_ms())]
         self.tasks.append(asyncio.create_task(trace_steal(self.steal, self.stop)))
         self.cpu, self.wall = cpu_times(), time.monotonic()
 
     def report(self) -> dict[str, Any]:
         user, system = cpu_times()
+        stages, self.stages = self.stages, None
+        if stages is not None:
+            stages.remove()
         lateness, jitter, sent_at = [], [], []
         if self.voxgate:
             for track in self.voxgate:
@@ -489,6 +640,10 @@ class Sender:
             "late": late,  # packets over LATE_MS behind their stream's grid
             "stolen": stolen,  # of those, late while the hypervisor withheld CPU time
             "first_audio": [with_gc(turn) for t in self.voxgate for turn in t.first_audio],
+            "stages": stages.seconds if stages is not None else None,  # perf-counter s
+            "packets": sum(t.stats.packets_sent for t in self.voxgate),  # since start
+            "passed": sum(t.stats.passed_packets for t in self.voxgate),
+            "encoded": sum(t.stats.encoded_packets for t in self.voxgate),
         }
 
     async def close(self) -> None:
@@ -508,13 +663,13 @@ def with_gc(turn: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def sender_main(conn: Connection, frames: np.ndarray) -> None:
+def sender_main(conn: Connection, frames: np.ndarray, opus: OpusRun) -> None:
     loopback_only()
     RTCRtpSender._next_encoded_frame = timed_next_encoded_frame  # type: ignore[method-assign]
     gc.callbacks.append(note_gc)
 
     async def main() -> None:
-        sender = Sender(frames)
+        sender = Sender(frames, opus)
 
         async def handle(op: str, arg: Any) -> Any:
             if op == "setup":
@@ -522,7 +677,7 @@ def sender_main(conn: Connection, frames: np.ndarray) -> None:
             if op == "start":
                 sender.start(arg)
             elif op == "mark":
-                sender.mark()
+                sender.mark(bool(arg))
             elif op == "report":
                 return sender.report()
             elif op == "bare":
@@ -537,6 +692,59 @@ def sender_main(conn: Connection, frames: np.ndarray) -> None:
         await serve(conn, handle)
 
     asyncio.run(main())
+
+
+class StageTimes:
+    """Perf-counter time spent in each stage of a sender's packet path, while installed:
+    each stage's function is wrapped (at class level, in this process only). The times
+    are inclusive (a tick includes its encode); ``where_time_goes`` takes them apart. The
+    wrappers cost a few hundred ns per call, so a profiled level costs a little more."""
+
+    def __init__(self, tracks: list[MeasuredTrack]) -> None:
+        from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
+
+        import pylibsrtp
+
+        from voxgate.gateway.webrtc.rtp import RtpOut
+        from voxgate.gateway.webrtc.track import _Packetizer
+
+        self.seconds: dict[str, float] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+        for owner, name, stage in (
+            (MediaClock, "_tick_phase", "step"),  # one phase's ticks and flushes
+            (SessionAudioTrack, "tick", "tick"),  # playout pull, packet choice, encode
+            (_Packetizer, "_encode", "encode"),  # libopus
+            (SessionAudioTrack, "flush", "flush"),  # the sends, and their bookkeeping
+            (RtpOut, "send", "send"),  # header, SRTP, sendto, report counters
+            (pylibsrtp.Session, "protect", "protect"),
+            (_SelectorDatagramTransport, "sendto", "sendto"),  # the kernel's UDP send
+            (SessionAudioTrack, "push", "feed"),  # the session side
+            (SessionAudioTrack, "push_opus", "feed"),
+        ):
+            self._wrap(owner, name, stage)
+        self.seconds["packets"] = -sum(t.stats.packets_sent for t in tracks)
+        self._tracks = tracks
+
+    def _wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = owner.__dict__[name]
+        seconds = self.seconds
+        seconds.setdefault(stage, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, original))
+
+    def remove(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+        self.seconds["packets"] += sum(t.stats.packets_sent for t in self._tracks)
 
 
 async def trace_steal(trace: list[tuple[float, float]], stop: asyncio.Event) -> None:
@@ -601,6 +809,8 @@ class Level:
     bare: float = float("nan")  # libopus alone on the level's frames, tight loop
     bare_rt: float = float("nan")  # and paced over the level's seconds
     attempt: int = 1  # 2: the level again after a failure
+    rx_cpu: float = 0.0  # the receivers' process over the level, share of one core
+    senders: list[dict[str, Any]] = field(default_factory=list)  # their reports, for stages
 
     @property
     def cpu(self) -> float:
@@ -627,6 +837,7 @@ class Level:
             "ts_gaps": self.ts_gaps,
             "load": self.load,
             "steal_ms": self.steal_ms,
+            "rx_cpu_pct": self.rx_cpu * 100,
             "passed": self.ok,
         }
 
@@ -641,7 +852,7 @@ class Level:
 class Bench:
     """The receivers' process and a pool of sender processes, driven over pipes."""
 
-    def __init__(self, frames: np.ndarray, workers: int, phases: int) -> None:
+    def __init__(self, frames: np.ndarray, opus: OpusRun, workers: int, phases: int) -> None:
         self.phases = phases
         context = multiprocessing.get_context("spawn")
         self.receivers, child = context.Pipe()
@@ -651,7 +862,7 @@ class Bench:
             parent, child = context.Pipe()
             self.senders.append(parent)
             self._processes.append(
-                context.Process(target=sender_main, args=(child, frames), daemon=True)
+                context.Process(target=sender_main, args=(child, frames, opus), daemon=True)
             )
         for process in self._processes:
             process.start()
@@ -679,7 +890,7 @@ class Bench:
         ordered = [None] * n
         for i, share in enumerate(answers):
             ordered[i::workers] = share
-        if not await call(self.receivers, "answers", ordered):
+        if not await call(self.receivers, "answers", ordered, 180 + n / 5):
             raise RuntimeError("not every receiver connected within 60 s")
         await asyncio.gather(*(call(c, "start", turns) for c in senders))
         return senders
@@ -695,12 +906,18 @@ class Bench:
         return tight, real_time
 
     async def level(
-        self, arm: str, n: int, workers: int, options: TrackOptions, seconds: float
+        self,
+        arm: str,
+        n: int,
+        workers: int,
+        options: TrackOptions,
+        seconds: float,
+        profile: bool = False,
     ) -> Level:
         senders = await self.connect(arm, n, workers, options, turns=False)
         try:
             await asyncio.sleep(1.5)  # warm-up: every peer sending, buffers full
-            await asyncio.gather(*(call(c, "mark") for c in senders))
+            await asyncio.gather(*(call(c, "mark", profile) for c in senders))
             await call(self.receivers, "mark")
             steal = stolen_ms()
             await asyncio.sleep(seconds)
@@ -726,12 +943,15 @@ class Bench:
             p99[0], p99[1], p99[2],
             sum(r["late"] for r in reports), sum(r["stolen"] for r in reports),
             received["min_rate"] if received["streams"] == n else 0.0, received["ts_gaps"],
-            os.getloadavg()[0], steal,
+            os.getloadavg()[0], steal, rx_cpu=received["cpu"] / wall,
+            senders=[stage_figures(r) for r in reports],
         )  # fmt: skip
 
-    async def first_audio(self, options: TrackOptions, seconds: float) -> list[dict[str, Any]]:
+    async def first_audio(
+        self, arm: str, options: TrackOptions, seconds: float
+    ) -> list[dict[str, Any]]:
         """20 streams speaking turns after pauses: per turn, push -> first packet sent."""
-        senders = await self.connect("voxgate", 20, 1, options, turns=True)
+        senders = await self.connect(arm, 20, 1, options, turns=True)
         try:
             await asyncio.sleep(seconds)
             report = await call(senders[0], "report")
@@ -766,45 +986,71 @@ def bare_level(
 # -- the run --------------------------------------------------------------------------------
 
 HEADER = (
-    "arm          N  cpu/stream (user+sys)  bare  /bare  /bare-rt  due p99  grid p99  jit p99"
-    "  late stoln  rx/s gaps      load steal\n" + "-" * 128
+    "arm             N  cpu/stream (user+sys)  bare  /bare  /bare-rt  due p99  grid p99  jit p99"
+    "  late stoln  rx/s gaps       tx/rx cores   load steal\n" + "-" * 145
 )
 SLOW_TURN_MS = 5.0  # the first-audio p99 goal: a turn over it is looked at for its cause
+GOALS = {
+    "ratio_to_bare": 1.3,  # the encode path
+    "jit_p99_ms": 2.0,
+    "grid_p99_ms": PACED_P99_MS,
+    "passthrough_streams": 600,  # with 2 sender processes
+    "passthrough_ratio_to_bare": 0.25,
+}
 
 
 def row(level: Level) -> str:
     return (
-        f"{level.arm:11} {level.streams:4} {level.cpu * 100:6.2f}% ({level.user * 100:5.2f}+"
+        f"{level.arm:14} {level.streams:4} {level.cpu * 100:6.2f}% ({level.user * 100:5.2f}+"
         f"{level.system * 100:4.2f}) {level.bare * 100:5.2f}% {level.cpu / level.bare:5.2f}x "
         f"{level.cpu / level.bare_rt:7.2f}x "
         f"{level.due_p99_ms:8.2f} {level.grid_p99_ms:9.2f} {level.jitter_p99_ms:8.2f} "
         f"{level.late:5} {level.stolen:5} {level.rx_min_rate:5.1f} {level.ts_gaps:4}  "
-        f"{'ok' if level.ok else 'FAIL':4} {level.load:5.2f} {level.steal_ms:4.0f}ms"
+        f"{'ok' if level.ok else 'FAIL':4} {level.cpu * level.streams:5.2f}/{level.rx_cpu:4.2f}  "
+        f"{level.load:5.2f} {level.steal_ms:4.0f}ms"
+    )
+
+
+def ramp(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
+    """(arm, sender processes, levels) in the order they run."""
+    levels = [n for n in LEVELS if n <= args.max_streams]
+    further = [n for n in PASSTHROUGH_LEVELS if n <= args.max_passthrough_streams]
+    return (
+        [("voxgate", w, levels) for w in args.workers]
+        + [("stock", 1, levels)]
+        + [("passthrough", w, further) for w in args.passthrough_workers]
     )
 
 
 async def run(args: argparse.Namespace) -> None:
     options = TrackOptions(bitrate=args.bitrate, complexity=args.complexity)
     frames = (await speech()).reshape(-1, FRAME)
-    levels = [n for n in LEVELS if n <= args.max_streams]
-    arms = [("voxgate", w) for w in args.workers] + [("stock", 1)]
-    bench = Bench(frames, max(args.workers), args.phases)
+    opus = await upstream_opus()
+    workers = max([*args.workers, *args.passthrough_workers])
+    bench = Bench(frames, opus, workers, args.phases)
     results: list[Level] = []
+    profiled: list[Level] = []
     print(
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; opus {args.bitrate} bit/s "
         f"complexity {args.complexity}; {len(frames) / 50:.1f} s of speech; "
         f"{args.seconds:g} s per level; voxgate/W = W sender processes, "
-        f"{args.phases} clock phases each"
+        f"{args.phases} clock phases each; passthrough: the upstream's {len(opus.packets)} "
+        f"packets ({opus.duration_ms / 1000:.1f} s, "
+        f"{sum(map(len, opus.packets)) * 8 / opus.duration_ms:.1f} kbit/s)"
     )
     try:
         # Warm-up, not reported: the first level after start-up pays for first-use paths.
         await bench.level("voxgate", 10, 1, options, 1.0)
+        await bench.level("passthrough", 10, 1, options, 1.0)
         print(HEADER)
-        for arm, workers in arms:
+        for arm, w, levels in ramp(args):
             for n in levels:
-                bare = await bench.bare(n, options, args.seconds)
+                # Passthrough codes nothing: its baseline is libopus' cost per stream,
+                # which does not grow with N, measured on at most BARE_MAX_STREAMS.
+                bare_n = min(n, BARE_MAX_STREAMS) if arm == "passthrough" else n
+                bare = await bench.bare(bare_n, options, args.seconds)
                 for attempt in (1, 2):  # a failure counts when it happens twice in a row
-                    level = await bench.level(arm, n, workers, options, args.seconds)
+                    level = await bench.level(arm, n, w, options, args.seconds)
                     level.bare, level.bare_rt = bare
                     level.attempt = attempt
                     results.append(level)
@@ -813,7 +1059,14 @@ async def run(args: argparse.Namespace) -> None:
                         break
                 if not level.ok:
                     break
-        turns = await bench.first_audio(options, args.turn_seconds)
+        for arm, n, w in profile_levels(args):
+            bare = await bench.bare(min(n, BARE_MAX_STREAMS), options, args.seconds)
+            level = await bench.level(arm, n, w, options, args.seconds, profile=True)
+            level.bare, level.bare_rt = bare
+            profiled.append(level)
+            print(row(level), " (profiled)", flush=True)
+        turns = await bench.first_audio("voxgate", options, args.turn_seconds)
+        opus_turns = await bench.first_audio("passthrough", options, args.turn_seconds)
     finally:
         await bench.close()
     print()
@@ -824,15 +1077,104 @@ async def run(args: argparse.Namespace) -> None:
         "args": {k: v for k, v in vars(args).items() if k != "json"},
         "cores": os.cpu_count(),
         "speech_s": len(frames) / 50,
-        "goals": {"ratio_to_bare": 1.3, "jit_p99_ms": 2.0, "grid_p99_ms": PACED_P99_MS},
+        "upstream_opus": {
+            "packets": len(opus.packets),
+            "seconds": opus.duration_ms / 1000,
+            "kbit_s": sum(map(len, opus.packets)) * 8 / opus.duration_ms,
+        },
+        "goals": GOALS,
         "arms": {
             arm: [r.figures() for r in results if r.arm == arm]
             for arm in dict.fromkeys(r.arm for r in results)
         },
         "capacity": capacity(results),
-        "first_audio": first_audio_figures(turns, args.turn_seconds),
+        "where_time_goes": where_time_goes(profiled),
+        "first_audio": first_audio_figures(turns, args.turn_seconds, "encode"),
+        "first_audio_passthrough": first_audio_figures(
+            opus_turns, args.turn_seconds, "passthrough"
+        ),
     }
+    goals_met(figures)
     write_json(args.json, figures)
+
+
+def profile_levels(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """The levels whose sender time is taken apart, (arm, N, W): the encode path at the
+    fewest streams asked (where it passes), passthrough at each."""
+    if not args.profile_streams:
+        return []
+    w = max(args.passthrough_workers)
+    return [("voxgate", min(args.profile_streams), w)] + [
+        ("passthrough", n, w) for n in args.profile_streams
+    ]
+
+
+def stage_figures(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("user", "system", "wall", "stages", "packets", "passed", "encoded")
+    return {k: report[k] for k in keys}
+
+
+# (name, what it is, how it is reckoned from the inclusive stage times)
+STAGES: tuple[tuple[str, str, Callable[[dict[str, float]], float]], ...] = (
+    ("pull", "tick: playout pull, packet choice", lambda t: t["tick"] - t["encode"]),
+    ("encode", "tick: libopus encode", lambda t: t["encode"]),
+    ("protect", "SRTP protect (libsrtp)", lambda t: t["protect"]),
+    ("sendto", "sendto: kernel UDP, loopback", lambda t: t["sendto"]),
+    ("rtp", "RtpOut: header, counters", lambda t: t["send"] - t["protect"] - t["sendto"]),
+    ("sent", "flush: stats, the bench's log", lambda t: t["flush"] - t["send"]),
+    ("clock", "clock step: its loop, batching", lambda t: t["step"] - t["tick"] - t["flush"]),
+    ("feed", "feeding: push / push_opus", lambda t: t["feed"]),
+    ("rest", "event loop, aiortc, GC, the rest", lambda t: t["cpu"] - t["step"] - t["feed"]),
+)
+
+
+def where_time_goes(levels: list[Level]) -> dict[str, dict[str, Any]]:
+    """Sender CPU per packet by stage (perf counters around each stage, summed over the
+    sender processes), beside the receivers' CPU per packet: printed and returned."""
+    table: dict[str, dict[str, Any]] = {}
+    if not levels:
+        return table
+    print("\nwhere a sender's time goes, µs per packet sent (perf counters: wall time, so a "
+          "stage preempted counts its wait, and on a busy machine 'the rest' turns negative; "
+          "sendto also counts aiortc's RTCP and STUN sends)")  # fmt: skip
+    names = [f"{lv.arm} {lv.streams}" for lv in levels]
+    print(f"{'':34}" + "".join(f"{name:>18}" for name in names))
+    per_level = []
+    for lv in levels:
+        total: dict[str, float] = {}
+        for report in lv.senders:
+            for key, value in (report["stages"] or {}).items():
+                total[key] = total.get(key, 0.0) + value
+        total["cpu"] = sum(r["user"] + r["system"] for r in lv.senders)
+        packets = max(1.0, total.pop("packets", 0.0))
+        wall = max(r["wall"] for r in lv.senders)
+        us = {name: reckon(total) / packets * 1e6 for name, _, reckon in STAGES}
+        per_level.append((lv, us, packets, wall))
+        table[f"{lv.arm} {lv.streams}"] = {
+            "arm": lv.arm,
+            "streams": lv.streams,
+            "passed": lv.ok,
+            "us_per_packet": us,
+            "sender_us_per_packet": total["cpu"] / packets * 1e6,
+            "receiver_us_per_packet": lv.rx_cpu * wall / packets * 1e6,
+            "sender_cores": total["cpu"] / wall,
+            "receiver_cores": lv.rx_cpu,
+            "packets_per_s": packets / wall,
+            "cpu_per_stream_pct": lv.cpu * 100,
+            "ratio_to_bare": lv.cpu / lv.bare,
+        }
+    for name, what, _ in STAGES:
+        print(f"  {what:32}" + "".join(f"{us[name]:18.1f}" for _, us, _, _ in per_level))
+    for label, key in (
+        ("senders, all of it", "sender_us_per_packet"),
+        ("receivers (one process)", "receiver_us_per_packet"),
+    ):
+        print(f"  {label:32}" + "".join(f"{table[n][key]:18.1f}" for n in table))
+    for label, key in (("senders, cores", "sender_cores"), ("receivers, cores", "receiver_cores")):
+        print(f"  {label:32}" + "".join(f"{table[n][key]:18.2f}" for n in table))
+    print(f"  {'packets/s':32}" + "".join(f"{table[n]['packets_per_s']:18.0f}" for n in table))
+    print(f"  {'passed':32}" + "".join(f"{table[n]['passed']!s:>18}" for n in table))
+    return table
 
 
 def capacity(results: list[Level]) -> dict[str, dict[str, Any]]:
@@ -857,17 +1199,20 @@ def capacity(results: list[Level]) -> dict[str, dict[str, Any]]:
         }
         stop = f", fails at {fails_at}" if fails_at else " (end of ramp)"
         cpu = f"{min(ratios):.2f}-{max(ratios):.2f}x bare, {min(rt):.2f}-{max(rt):.2f}x bare-rt"
+        goal = GOALS[
+            "passthrough_ratio_to_bare" if arm.startswith("passthrough") else "ratio_to_bare"
+        ]
         print(
-            f"{arm:11} max streams {table[arm]['max_streams']}{stop}; "
-            f"CPU/stream {cpu if passed else 'n/a'} (goal <= 1.3x); "
+            f"{arm:14} max streams {table[arm]['max_streams']}{stop}; "
+            f"CPU/stream {cpu if passed else 'n/a'} (goal <= {goal:g}x); "
             f"interval jitter p99 <= {jitter:.2f} ms (goal <= 2)"
         )
     return table
 
 
-def first_audio_figures(turns: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+def first_audio_figures(turns: list[dict[str, Any]], seconds: float, path: str) -> dict[str, Any]:
     """First audio per state the stream was in, with its tail, and what the slow turns
-    (over SLOW_TURN_MS) had in common: printed, and returned for ``--json``."""
+    (over SLOW_TURN_MS) had in common: printed (on ``path``), and returned for ``--json``."""
     figures: dict[str, Any] = {"streams": 20, "seconds": seconds, "turns": turns, "by_state": {}}
     for state in ("all", "dtx", "hangover", "talking"):
         rows = [t for t in turns if state in ("all", t["state"])]
@@ -876,7 +1221,7 @@ def first_audio_figures(turns: list[dict[str, Any]], seconds: float) -> dict[str
         summary = tail((t["ms"] for t in rows), keep=state == "all")
         figures["by_state"][state] = summary
         print(
-            f"first audio, {'all turns' if state == 'all' else 'after ' + state}: "
+            f"first audio ({path}), {'all turns' if state == 'all' else 'after ' + state}: "
             f"{len(rows)} turns on 20 streams, push -> packet sent {tail_text(summary)} "
             f"(goal p50 2 / p99 5)"
         )
@@ -893,10 +1238,41 @@ def first_audio_figures(turns: list[dict[str, Any]], seconds: float) -> dict[str
     }
     figures["slow"] = {"over_ms": SLOW_TURN_MS, "turns": len(slow), **causes}
     print(
-        f"turns not in a hangover over {SLOW_TURN_MS:g} ms: {len(slow)}; of them "
+        f"{path}: turns not in a hangover over {SLOW_TURN_MS:g} ms: {len(slow)}; of them "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in causes.items())
     )
     return figures
+
+
+def goals_met(figures: dict[str, Any]) -> None:
+    """The passthrough goals, each against its measure: printed."""
+    print()
+    for arm, c in figures["capacity"].items():
+        if not arm.startswith("passthrough"):
+            continue
+        ratio = c["ratio_to_bare"][1]
+        streams, goal = c["max_streams"], GOALS["passthrough_streams"]
+        met = "met" if streams >= goal else "not met"
+        print(
+            f"{arm}: {streams} streams (goal >= {goal}: {met}); "
+            f"CPU per stream <= {ratio:.3f}x bare libopus on the passing levels (goal <= "
+            f"{GOALS['passthrough_ratio_to_bare']:g}: "
+            f"{'met' if ratio <= GOALS['passthrough_ratio_to_bare'] else 'not met'})"
+        )
+    encode = figures["first_audio"]["by_state"]
+    passed = figures["first_audio_passthrough"]["by_state"]
+    for state in ("dtx", "all"):
+        if state in encode and state in passed:
+            e, p = encode[state], passed[state]
+            print(
+                f"first audio {state}: passthrough p50 {p['p50']:.2f} / p99 {fmt(p['p99'])} / "
+                f"max {p['max']:.2f} ms vs encode p50 {e['p50']:.2f} / p99 {fmt(e['p99'])} / "
+                f"max {e['max']:.2f} ms"
+            )
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main() -> None:
@@ -909,6 +1285,15 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="voxgate arms: sender processes"
     )
+    parser.add_argument(
+        "--passthrough-workers", type=int, nargs="+", default=[2],
+        help="passthrough arms: sender processes",
+    )  # fmt: skip
+    parser.add_argument("--max-passthrough-streams", type=int, default=PASSTHROUGH_LEVELS[-1])
+    parser.add_argument(
+        "--profile-streams", type=int, nargs="*", default=[80, 400],
+        help="levels whose sender time is taken apart (none: skip)",
+    )  # fmt: skip
     parser.add_argument("--phases", type=int, default=PHASES, help="media clock phases")
     parser.add_argument(
         "--turn-seconds", type=float, default=30.0, help="turns spoken for first audio"
