@@ -33,6 +33,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.access.principal import Principal
+from voxgate.gateway.cluster.forward import to_resource_owner, to_session_owner
 from voxgate.gateway.metrics import WebrtcSample
 from voxgate.gateway.webrtc.clock import MediaClock
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
@@ -94,13 +95,9 @@ class WhepEndpoint:
 
     # -- handlers ---------------------------------------------------------------------
 
+    @to_session_owner
     async def attach(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
-            request, session_id
-        )
-        if forwarded is not None:
-            return forwarded
         # Redeeming a client token spends it, so a token is redeemed only once the session
         # is found and the offer read; an API key costs nothing to check and goes first.
         principal = None if _client_token(request) else await self._authorize(request, session_id)
@@ -132,13 +129,8 @@ class WhepEndpoint:
         resource = await self._negotiate(offer, None, principal, owns_session=True)
         return self._created(resource)
 
+    @to_resource_owner
     async def delete(self, request: web.Request) -> web.Response:
-        resource_id = request.match_info["resource_id"]
-        forwarded: web.Response | None = await self.services.cluster.forward_for_resource(
-            request, resource_id
-        )
-        if forwarded is not None:
-            return forwarded
         resource = self._resource(request)
         if "Authorization" in request.headers:
             await self._authorize(request, resource.session_id, account_id=resource.account_id)
@@ -147,13 +139,8 @@ class WhepEndpoint:
         await self.close(resource)
         return web.Response(status=200)
 
+    @to_resource_owner
     async def patch(self, request: web.Request) -> web.Response:
-        resource_id = request.match_info["resource_id"]
-        forwarded: web.Response | None = await self.services.cluster.forward_for_resource(
-            request, resource_id
-        )
-        if forwarded is not None:
-            return forwarded
         self._resource(request)
         # Trickle ICE and ICE restarts are not supported: all candidates are in the answer.
         return web.Response(

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Protocol, TypeVar
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -23,6 +25,56 @@ from aiohttp import WSMsgType, web
 from voxgate.errors import NodeUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class _Forwarder(Protocol):
+    async def forward_for_session(
+        self, request: web.Request, session_id: str
+    ) -> web.Response | None: ...
+
+    async def forward_for_resource(
+        self, request: web.Request, resource_id: str
+    ) -> web.Response | None: ...
+
+
+class _Services(Protocol):
+    @property
+    def cluster(self) -> _Forwarder: ...
+
+
+class _Endpoint(Protocol):
+    @property
+    def services(self) -> _Services: ...
+
+
+_E = TypeVar("_E", bound=_Endpoint)
+Handler = Callable[[_E, web.Request], Awaitable[web.Response]]
+
+
+def to_session_owner(handler: Handler[_E]) -> Handler[_E]:
+    """An endpoint's handler for ``{session_id}`` routes, run on the node that owns it:
+    elsewhere the request is forwarded there and the owner's answer returned."""
+
+    @functools.wraps(handler)
+    async def routed(endpoint: _E, request: web.Request) -> web.Response:
+        session_id = request.match_info["session_id"]
+        forwarded = await endpoint.services.cluster.forward_for_session(request, session_id)
+        return forwarded if forwarded is not None else await handler(endpoint, request)
+
+    return routed
+
+
+def to_resource_owner(handler: Handler[_E]) -> Handler[_E]:
+    """As :func:`to_session_owner`, for ``{resource_id}`` routes (a WHEP resource)."""
+
+    @functools.wraps(handler)
+    async def routed(endpoint: _E, request: web.Request) -> web.Response:
+        resource_id = request.match_info["resource_id"]
+        forwarded = await endpoint.services.cluster.forward_for_resource(request, resource_id)
+        return forwarded if forwarded is not None else await handler(endpoint, request)
+
+    return routed
+
 
 FORWARDED_HEADER = "X-Voxgate-Forwarded-By"
 TICKET_HEADER = "X-Voxgate-Ticket"

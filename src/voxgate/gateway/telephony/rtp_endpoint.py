@@ -28,6 +28,7 @@ from aiohttp import web
 
 from voxgate.envelope import ok
 from voxgate.errors import AuthError, InvalidInput, LimitExceeded
+from voxgate.gateway.cluster.forward import to_session_owner
 from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.telephony.rtp import CODECS, RtpCodec, RtpDialect, describe, goodbye
 from voxgate.gateway.telephony.rtp import sender_report as build_sender_report
@@ -156,13 +157,9 @@ class RtpEndpoint:
             web.delete("/v1/sessions/{session_id}/rtp/{sink_id}", self.delete),
         ]
 
+    @to_session_owner
     async def attach(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
-            request, session_id
-        )
-        if forwarded is not None:
-            return forwarded
         principal = await self.services.authenticate_bearer(request.headers.get("Authorization"))
         connection, owner = self._connection(session_id)
         if owner != principal.account_id:
@@ -194,13 +191,9 @@ class RtpEndpoint:
         rtp_socket.on_close = lambda: self.sinks.pop(sink.sink_id, None)
         return self._created(sink, target)
 
+    @to_session_owner
     async def delete(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
-        forwarded: web.Response | None = await self.services.cluster.forward_for_session(
-            request, session_id
-        )
-        if forwarded is not None:
-            return forwarded
         principal = await self.services.authenticate_bearer(request.headers.get("Authorization"))
         sink = self.sinks.get(request.match_info["sink_id"])
         if sink is None or sink.session_id != session_id:
