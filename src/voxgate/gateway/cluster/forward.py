@@ -54,23 +54,22 @@ Handler = Callable[[_E, web.Request], Awaitable[web.Response]]
 def to_session_owner(handler: Handler[_E]) -> Handler[_E]:
     """An endpoint's handler for ``{session_id}`` routes, run on the node that owns it:
     elsewhere the request is forwarded there and the owner's answer returned."""
-
-    @functools.wraps(handler)
-    async def routed(endpoint: _E, request: web.Request) -> web.Response:
-        session_id = request.match_info["session_id"]
-        forwarded = await endpoint.services.cluster.forward_for_session(request, session_id)
-        return forwarded if forwarded is not None else await handler(endpoint, request)
-
-    return routed
+    return _on_owner(handler, "session_id")
 
 
 def to_resource_owner(handler: Handler[_E]) -> Handler[_E]:
     """As :func:`to_session_owner`, for ``{resource_id}`` routes (a WHEP resource)."""
+    return _on_owner(handler, "resource_id")
 
+
+def _on_owner(handler: Handler[_E], key: str) -> Handler[_E]:
     @functools.wraps(handler)
     async def routed(endpoint: _E, request: web.Request) -> web.Response:
-        resource_id = request.match_info["resource_id"]
-        forwarded = await endpoint.services.cluster.forward_for_resource(request, resource_id)
+        cluster = endpoint.services.cluster
+        forward = (
+            cluster.forward_for_session if key == "session_id" else cluster.forward_for_resource
+        )
+        forwarded = await forward(request, request.match_info[key])
         return forwarded if forwarded is not None else await handler(endpoint, request)
 
     return routed
