@@ -74,7 +74,7 @@ def webrtc_capacity(entry: dict[str, Any], path: Path) -> Path:
         ax.minorticks_off()
     cpu_ax.legend(fontsize=8)
     jit_ax.legend(fontsize=8)
-    fig.suptitle("WebRTC streams: voxgate's path, stock aiortc, libopus alone")
+    fig.suptitle("WebRTC streams: voxgate encoding, Opus passthrough, stock aiortc, libopus alone")
     footed(fig, [entry])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save(fig, path)
@@ -93,9 +93,14 @@ def first_audio(kept: dict[str, dict[str, Any]], path: Path) -> Path | None:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     if webrtc:
-        turns = webrtc["figures"]["first_audio"]["turns"]
-        for state in ("dtx", "hangover", "talking"):
-            ecdf(left, [t["ms"] for t in turns if t["state"] == state], f"after {state}")
+        for key, path_name in (("first_audio", "encode"), ("first_audio_passthrough", "pass")):
+            turns = webrtc["figures"].get(key, {}).get("turns", [])
+            for state in ("dtx", "hangover", "talking"):
+                ecdf(
+                    left,
+                    [t["ms"] for t in turns if t["state"] == state],
+                    f"{path_name}, after {state}",
+                )
         left.axvline(5, color="grey", linestyle=":", label="goal p99 5 ms")
         left.set(xscale="log", xlabel="push -> first packet sent, ms", ylabel="share of turns")
         left.set_title("WebRTC path, 20 streams speaking turns")

@@ -293,8 +293,10 @@ def webrtc(benches: Benches) -> str:
             passed = sum(lv["passed"] for lv in runs)
             verdict = "yes" if passed == len(runs) else "no" if not passed else (
                 f"in {passed} of {len(runs)} runs")  # fmt: skip
+            # Passthrough codes nothing: the upstream's packets carry their own settings.
+            coded = "upstream's Opus" if arm.startswith("passthrough") else complexity
             rows.append((
-                f"{arm_label(arm)}, {n} ({complexity})",
+                f"{arm_label(arm)}, {n} ({coded})",
                 span([lv["cpu_per_stream_pct"] for lv in runs], 2, " %"),
                 f"{span([lv['ratio_to_bare'] for lv in runs], 2, '×')} / "
                 f"{span([lv['ratio_to_bare_rt'] for lv in runs], 2, '×')}",
@@ -327,6 +329,14 @@ def webrtc_notes(benches: Benches) -> str:
     ):  # fmt: skip
         if state in states:
             lines.append(f"- {text}: {tail(states[state], 2)}")
+    passed = f.get("first_audio_passthrough")
+    if passed:
+        for state, text in (("dtx", "out of DTX"), ("hangover", "within a hangover")):
+            if state in passed["by_state"]:
+                lines.append(
+                    f"- the same with Opus passthrough (packets pushed, nothing coded), turns "
+                    f"{text}: {tail(passed['by_state'][state], 2)}"
+                )
     slow = first["slow"]
     lines.append(
         f"- turns outside a hangover over {slow['over_ms']:g} ms: {slow['turns']}; of them "
