@@ -204,17 +204,19 @@ class CallLeg:
             return 0.0
         if turn.cut_at_ms is not None:
             return turn.cut_at_ms
-        now = self._clock()
-        if turn.heard is not None:
-            position, at = turn.heard
-            estimate = position + (now - at) * 1000
-        elif not self.dialect.marks and turn.first_sent_at is not None:
-            # No word from the phone: its playout, modelled from what was sent.
-            estimate = turn.sent_ms - (self._sent_total_ms - self._phone_ms(now))
-        elif turn.first_sent_at is not None:
-            estimate = (now - turn.first_sent_at) * 1000
-        else:
+        if turn.first_sent_at is None:
             return 0.0
+        now = self._clock()
+        # The playout modelled from what was sent: the phone plays no sooner than audio
+        # arrives, so it cannot be further than this, whatever the time since a mark.
+        estimate = turn.sent_ms - (self._sent_total_ms - self._phone_ms(now))
+        if turn.heard is not None:
+            # An echoed mark is proof the phone got there; the time since it is playing
+            # time only while there was audio to play.
+            position, at = turn.heard
+            estimate = max(position, min(estimate, position + (now - at) * 1000))
+        elif self.dialect.marks:
+            estimate = min(estimate, (now - turn.first_sent_at) * 1000)
         return max(0.0, min(turn.sent_ms, estimate))
 
     async def aclose(self) -> None:
