@@ -1,9 +1,9 @@
 """Opus packets that a WebRTC track sends as the upstream coded them (Opus passthrough).
 
 The track's playout buffer schedules audio by its duration: it does not care what the audio
-is. A passthrough turn gives it each packet's duration as a span of constant silent PCM (one
-shared, immutable ``bytes`` per packet length, kept by reference, never copied or coded) and
-keeps the packets here, keyed by their place on the context's timeline. When the buffer
+is. A passthrough turn gives it the duration of each run of packets as a span of constant silent
+PCM (a shared, immutable ``bytes`` per length, kept by reference, never coded) and keeps the
+packets here, keyed by their place on the context's timeline. When the buffer
 hands out the frame that starts at ``media_ms``, the packets that start inside that frame go
 out instead of an encode: one for a 20 ms packet, two for 10 ms packets, none in the second
 slot of a 40 ms packet. So prebuffering, underruns, stalls, DTX between turns, barge-in and
@@ -20,6 +20,8 @@ from voxgate.codecs.output_format import OPUS_CLOCK_RATE
 
 # A packet starting this close to a frame's end is that frame's neighbour's, not its own.
 _EDGE_MS = 1e-6
+# Span lengths kept for reuse: runs come in a few lengths (the session's 100 ms pieces).
+_SPANS_KEPT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +39,21 @@ class PacketQueue:
     """The packets of each passthrough context, in timeline order, and their spans."""
 
     def __init__(self, sample_rate: int) -> None:
-        self._rate = sample_rate
+        self.rate = sample_rate
         self._spans: dict[int, bytes] = {}
         self._contexts: dict[str, deque[QueuedPacket]] = {}
 
     def span(self, samples: int) -> bytes:
-        """The silent PCM that stands for a packet of ``samples`` in the playout buffer."""
+        """The silent PCM that stands for packets of ``samples`` in the playout buffer."""
         span = self._spans.get(samples)
         if span is None:
-            span = self._spans[samples] = bytes(timeline_bytes(samples, self._rate))
+            span = bytes(timeline_bytes(samples, self.rate))
+            if len(self._spans) < _SPANS_KEPT:
+                self._spans[samples] = span
         return span
 
     def add(self, context_id: str, packet: QueuedPacket) -> None:
         self._contexts.setdefault(context_id, deque()).append(packet)
-
-    def unadd(self, context_id: str) -> None:
-        """Take back the packet just added (the buffer had no room for its span)."""
-        self._contexts[context_id].pop()
 
     def passes(self, context_id: str | None) -> bool:
         """Whether ``context_id`` has packets still to send: its audio in the buffer stands

@@ -61,7 +61,7 @@ from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
 from voxgate.codecs.opus import open_libopus
-from voxgate.codecs.opus_packets import OpusRun
+from voxgate.codecs.opus_packets import OpusRun, timeline_bytes
 from voxgate.codecs.output_format import OutputFormat
 from voxgate.codecs.playout import Frame, Pcm, PlayoutBuffer, PlayoutOptions
 from voxgate.errors import InvalidInput
@@ -292,18 +292,21 @@ class SessionAudioTrack(MediaStreamTrack):
         A turn is all PCM or all packets. Each packet goes out in the slot its start falls
         in, its RTP timestamp moved on from the slot's by where it starts inside it.
         """
-        taken = 0
-        for payload, samples in zip(run.packets, run.samples, strict=True):
-            span = self._opus.span(samples)
-            if self.room_bytes < len(span):
+        # Whole packets that fit, then one span for all of them: one buffer push per run.
+        room, taken, samples = self.room_bytes, 0, 0
+        for n in run.samples:
+            if timeline_bytes(samples + n, self._opus.rate) > room:
                 break
-            packet = QueuedPacket(payload, samples, media_ms)
-            self._opus.add(context_id, packet)  # before the push: it may send at once
-            if not self._push(span, context_id, media_ms):
-                self._opus.unadd(context_id)
-                break
-            media_ms = packet.end_ms
+            samples += n
             taken += 1
+        if not taken:
+            return 0
+        start = media_ms
+        for payload, n in zip(run.packets[:taken], run.samples[:taken], strict=True):
+            packet = QueuedPacket(payload, n, media_ms)
+            self._opus.add(context_id, packet)  # before the push: it may send at once
+            media_ms = packet.end_ms
+        self._push(self._opus.span(samples), context_id, start)
         return taken
 
     def end_of_turn(self, context_id: str) -> None:
