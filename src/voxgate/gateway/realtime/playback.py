@@ -62,13 +62,13 @@ class Playback:
         session, out = self.conn.session, self.conn.outbound
         if session is None or out is None:
             return
-        if not self.conn.settings.opus_passthrough:
-            takes_opus = False
-        elif self.call is not None:
-            takes_opus = self.call.takes_opus
-        else:
-            takes_opus = self.webrtc is not None or out.opus_as_is
-        session.opus_upstream = takes_opus
+        session.opus_upstream = self.conn.settings.opus_passthrough and self._takes_opus(out)
+
+    def _takes_opus(self, out: Outbound) -> bool:
+        """Whether the sink the audio goes to now takes Opus packets as they are."""
+        if self.call is not None:
+            return self.call.takes_opus
+        return self.webrtc is not None or out.opus_as_is
 
     async def _pump(self) -> None:
         session, out = self.conn.session, self.conn.outbound
@@ -115,21 +115,20 @@ class Playback:
     async def _audio(self, event: ev.AudioOut, out: Outbound) -> None:
         self._metrics.audio_seconds.inc(event.duration_ms / 1000)
         context_id, opus = event.context_id, event.opus
-        passed = opus is not None and (
-            self.call.takes_opus if self.call is not None else bool(self.webrtc or out.opus_as_is)
-        )
-        if passed:
+        if opus is not None and not self._takes_opus(out):
+            opus = None  # a PCM sink took over a passthrough turn: decoded for it
+        if opus is not None:
             self._metrics.passthrough_seconds.inc(event.duration_ms / 1000)
         if self.call is not None:
             self._turns.first_audio(context_id)
-            if opus is not None and self.call.takes_opus:
+            if opus is not None:
                 self.call.push_opus(opus, context_id)
             else:
                 self.call.push(self._pcm(event), context_id, event.start_ms)
         elif self.webrtc is not None:
             self._turns.first_audio(context_id)
             await self._push_webrtc(self.webrtc, event)
-        elif opus is not None and out.opus_as_is:
+        elif opus is not None:
             out.opus(context_id, event.chunk_index, opus)
         else:
             out.audio(context_id, event.chunk_index, self._pcm(event))
