@@ -6,11 +6,15 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
+
+from tests.conftest import Target
+from tests.gateway_harness import Gateway, running_gateway
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0
@@ -140,3 +144,17 @@ def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def gateway(target: Target) -> AsyncIterator[Gateway]:
+    """A gateway on the test run's upstream with default settings; a module that needs
+    other settings defines its own ``gateway``."""
+    async with running_gateway(target) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

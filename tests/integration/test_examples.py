@@ -7,7 +7,6 @@ import itertools
 import json
 import sys
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -15,8 +14,7 @@ import numpy as np
 import pytest
 
 from tests.audio_checks import Decoded, assert_speech, decode
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, running_gateway
+from tests.gateway_harness import Gateway
 
 pytestmark = pytest.mark.engine_only
 
@@ -24,12 +22,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ANSWER = "Sure! Your order shipped on Monday, and it should arrive by Thursday."
 LONG_ANSWER = " ".join(["This sentence keeps the listener busy for a little while."] * 4)
 GREETING = "Your appointment is confirmed."
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 async def run_example(script: str, gateway: Gateway, *args: str) -> str:

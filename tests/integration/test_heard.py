@@ -14,7 +14,7 @@ chunks both turns share are compared to make sure of it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,9 +22,8 @@ import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from tests.conftest import Target
 from tests.fakes.twilio_call import TwilioCall
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, Received, receive_until
 from tests.ledger_checks import account_of, assert_ledger_exact
 from tests.telephony_agent import open_agent, stream_url
 from voxgate.gateway.protocol import unpack_audio_frame
@@ -42,18 +41,6 @@ ENGINE_SPREAD_MS = 10.0
 PCM_24K = {"encoding": "pcm_s16le", "sample_rate": 24000}
 
 Chunk = dict[str, Any]  # a `chunk.ended` message
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # -- the rule, from the client's side ---------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -37,12 +36,6 @@ MAX_HELD_CREDITS = 1500
 MAX_HELD_CHUNKS = 3
 MAX_AHEAD_MS = 8000
 WATCH_S = 5.0
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 class Watch:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,8 +20,7 @@ import numpy as np
 import pytest
 
 from tests.audio_checks import assert_speech, decode, ffprobe
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, Received, receive_until
 from tests.integration.test_whep import Listener, offer_to_session, open_session, wait_for
 from tests.ledger_checks import account_of, assert_ledger_exact
 from voxgate.codecs.opus_toc import packet_samples
@@ -35,12 +33,6 @@ LONG = " ".join(["This sentence keeps the listener busy for a good while."] * 4)
 PASSTHROUGH = {"encoding": "opus"}
 ENCODE = {"encoding": "opus", "bitrate": 32000}
 PATHS = pytest.mark.parametrize("fmt", [PASSTHROUGH, ENCODE], ids=["passthrough", "encode"])
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 async def passed_seconds(http: aiohttp.ClientSession, gateway: Gateway) -> float:

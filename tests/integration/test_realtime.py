@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
 import pytest
 
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, Received, receive_until
 from voxgate.gateway.protocol import unpack_audio_frame
 
 pytestmark = pytest.mark.engine_only
 
 TEXT = "Hello! I can help with that. Your order shipped on Monday and arrives on Thursday."
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def connect(http: aiohttp.ClientSession, gateway: Gateway) -> aiohttp.ClientWebSocketResponse:

@@ -34,12 +34,6 @@ async def gateway(request: pytest.FixtureRequest, target: Target) -> AsyncIterat
             assert (await gw.services.ledger.balance(account)).held == 0
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def open_socket(
     http: aiohttp.ClientSession, gateway: Gateway, **kwargs: object
 ) -> tuple[aiohttp.ClientWebSocketResponse, Received]:

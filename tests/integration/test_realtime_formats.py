@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -12,18 +11,11 @@ import numpy as np
 import pytest
 
 from tests.audio_checks import assert_speech, decode, ffprobe
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, Received, receive_until
 
 pytestmark = pytest.mark.engine_only
 
 TEXT = "Testing every output format, one after the other."
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 async def speak(gateway: Gateway, output_format: dict[str, Any]) -> Received:

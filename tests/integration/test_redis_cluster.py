@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -24,12 +23,6 @@ from voxgate.sessions.ledger_redis import RedisLedger
 from voxgate.store import StoreClusterClient, redis_client
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def node_of(cluster: RedisClusterServers, port: int) -> redis.Redis:

@@ -49,12 +49,6 @@ async def gateway(target: Target, redis_url: str) -> AsyncIterator[Gateway]:
         yield gw
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @dataclass
 class Frame:
     context_id: str

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, running_gateway
+from tests.gateway_harness import Gateway
 
 pytestmark = pytest.mark.engine_only
 
@@ -37,12 +35,6 @@ LONG = (
     "flat number or a postcode that the driver needs to find you. "
 )
 STALLED = "I am looking up the tracking number in our system and"
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 class Client:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -32,12 +31,6 @@ ANSWER = (
     "You can collect it there until Friday evening."
 )
 KEY = "vg_fault_key_0123456789abcdef"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def speak(

@@ -9,32 +9,18 @@ what it played is what the caller heard. The session and token travel in ``extra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
 import pytest
 
-from tests.conftest import Target
 from tests.fakes.plivo_call import PlivoCall
-from tests.gateway_harness import Gateway, running_gateway
+from tests.gateway_harness import Gateway
 from tests.ledger_checks import account_of, assert_ledger_exact
 from tests.telephony_agent import LONG, SHORT, Agent, invalid_messages, open_agent
 from tests.telephony_agent import stream_url as telephony_stream_url
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def stream_url(gateway: Gateway) -> str:

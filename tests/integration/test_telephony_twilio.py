@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
@@ -35,18 +34,6 @@ pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
     * 3
 )
 AUTH_TOKEN = "twilio-auth-token-for-tests"
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def stream_url(gateway: Gateway) -> str:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 
-from tests.conftest import Target
 from tests.fakes.vonage_call import CALLER_FRAME, FRAME_BYTES, VonageCall
-from tests.gateway_harness import Gateway, running_gateway
+from tests.gateway_harness import Gateway
 from tests.ledger_checks import account_of, assert_ledger_exact
 from tests.telephony_agent import LONG, SHORT, invalid_messages, open_agent
 from tests.telephony_agent import stream_url as telephony_stream_url
@@ -37,18 +35,6 @@ pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(120)]
     ]
     * 3
 )
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def stream_url(gateway: Gateway) -> str:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, running_gateway
+from tests.gateway_harness import Gateway
 from voxgate.gateway.app import create_gateway_app
 
 pytestmark = pytest.mark.engine_only
 
 # aiohttp answers HEAD on every GET route with the GET's handler: documented by the GET.
 IMPLIED = {"HEAD"}
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 async def served_document(gateway: Gateway) -> dict[str, Any]:

@@ -6,27 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import Target
-from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.gateway_harness import Gateway, Received, receive_until
 from voxgate.gateway.protocol import unpack_audio_frame
 
 pytestmark = pytest.mark.engine_only
 
 PROTOCOL_MD = Path(__file__).parents[2] / "docs" / "protocol.md"
 FRAME_MS = 20  # realtime pacing sends PCM in 20 ms frames
-
-
-@pytest.fixture
-async def gateway(target: Target) -> AsyncIterator[Gateway]:
-    async with running_gateway(target) as gw:
-        yield gw
 
 
 def documented_barge_in() -> tuple[dict[str, Any], float, dict[str, Any]]:

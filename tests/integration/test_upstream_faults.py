@@ -78,12 +78,6 @@ async def gateway(
         await services.aclose()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def open_socket(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> tuple[aiohttp.ClientWebSocketResponse, Received]:
