@@ -24,7 +24,7 @@ _EDGE_MS = 1e-6
 _SPANS_KEPT = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # one per packet; not frozen, as playout.Frame
 class QueuedPacket:
     payload: bytes
     samples: int  # 48 kHz samples it spans

@@ -148,7 +148,7 @@ class RtpOut:
         """Packets handed to the socket."""
         return self._packets
 
-    def send(self, payload: bytes, timestamp: int, *, marker: bool = False) -> bool:
+    def send(self, payload: bytes, timestamp: int, marker: bool = False) -> bool:
         """Protect and send one packet; False when the connection is gone (nothing sent)."""
         pair = self._ice._nominated.get(1)
         if pair is None or self._dtls._state is not self._connected:

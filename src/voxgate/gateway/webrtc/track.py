@@ -250,6 +250,7 @@ class SessionAudioTrack(MediaStreamTrack):
         self._marker = False  # the next packet starts a talkspurt
         self._last_pcm: bytes | None = None
         self._played: dict[str, float] = {}
+        self._playing: str | None = None  # the context of the last packet with audio sent
         self._first_push: dict[str, float] = {}
         self._late = LatencyWindow(_WINDOW)
         self._first_audio = LatencyWindow(_WINDOW)
@@ -438,10 +439,11 @@ class SessionAudioTrack(MediaStreamTrack):
         """Send the packets the last tick prepared on the direct path. Called by the clock
         after a batch of ticks."""
         pending, self._pending = self._pending, []
-        if self._out is None:
+        out = self._out
+        if out is None:
             return
         for frame, payload, timestamp, marker, end_ms in pending:
-            if self._out.send(payload, timestamp, marker=marker):
+            if out.send(payload, timestamp, marker):
                 self._sent_frame(frame, timestamp, time.monotonic(), end_ms)
             else:
                 self._dropped += 1
@@ -585,6 +587,11 @@ class SessionAudioTrack(MediaStreamTrack):
         # A passthrough packet's frame holds a silent span: its level reads 0.
         self._last_pcm = frame.pcm
         context_id = frame.context_id
+        if context_id == self._playing:
+            # Already the newest key, and its first packet is counted: one store, per packet.
+            self._played[context_id] = end_ms
+            return
+        self._playing = context_id
         _remember(self._played, context_id, end_ms)
         pushed = self._first_push.pop(context_id, None)
         if pushed is not None:
