@@ -1,15 +1,20 @@
-"""RtpOut's packets, read back by aiortc's own RTP parser; attach declines what it does not know."""
+"""RtpOut's packets, read back by aiortc's own RTP parser and by libsrtp; attach declines what it
+does not know; the socket takes packets directly only while asyncio queues none."""
 
 from __future__ import annotations
 
+import struct
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
+import pylibsrtp
+import pytest
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from voxgate.gateway.webrtc.rtp import RtpOut
+from voxgate.gateway.webrtc.rtp import RtpOut, _protector
 
 
 class Socket:
@@ -95,3 +100,75 @@ def test_nothing_is_sent_before_ice_nominates_or_after_dtls_closes() -> None:
 def test_attach_declines_a_transceiver_it_does_not_know() -> None:
     transceiver: Any = SimpleNamespace(sender=SimpleNamespace(transport=None))
     assert RtpOut.attach(transceiver) is None
+
+
+KEY = bytes(range(30))  # 16-byte master key + 14-byte salt
+
+
+def srtp_session(direction: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=KEY,
+            ssrc_type=direction,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+
+
+def test_protect_without_allocation_is_libsrtp_protect() -> None:
+    ours, theirs = (
+        srtp_session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND),
+        srtp_session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND),
+    )
+    receiver = srtp_session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    protect = _protector(ours)
+    for seq in range(3):
+        packet = struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 0x1234) + bytes([seq]) * 40
+        protected = protect(packet)
+        assert protected == theirs.protect(packet)
+        assert receiver.unprotect(protected) == packet
+    with pytest.raises(ValueError, match="too long"):
+        protect(bytes(1500))
+
+
+class QueueingTransport:
+    """asyncio's datagram transport as RtpOut sees it: a socket and a send queue."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer: deque[tuple[bytes, Any]] = deque()
+        self.queued: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.queued.append(data)
+
+
+class FullSocket:
+    def sendto(self, data: bytes, addr: Any) -> None:
+        raise BlockingIOError
+
+
+def direct_out(transport: Any) -> Any:
+    out = make_out(Socket())
+    pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport), remote_addr=("h", 9))
+    out._nominated[1] = pair
+    return out
+
+
+def test_the_socket_itself_takes_packets_while_nothing_is_queued() -> None:
+    sock = Socket()
+    transport = QueueingTransport(sock)
+    out = direct_out(transport)
+    assert out.send(b"first", 0)
+    transport._buffer.append((b"waiting", ("h", 9)))  # asyncio holds one back: keep order
+    assert out.send(b"second", 960)
+    assert [data[-5:] for data, _ in sock.sent] == [b"first"]
+    assert [data[-6:] for data in transport.queued] == [b"second"]
+
+
+def test_a_full_socket_hands_the_packet_to_the_transport() -> None:
+    transport = QueueingTransport(FullSocket())
+    out = direct_out(transport)
+    assert out.send(b"payload", 0)
+    assert [data[-7:] for data in transport.queued] == [b"payload"]
+    assert out.packets_sent == 1

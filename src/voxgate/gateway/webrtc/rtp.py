@@ -15,6 +15,12 @@ nominated candidate pair, the sender's report counters). :meth:`RtpOut.attach` c
 every one of them and answers None when any is missing, and the track then sends through
 ``recv()`` as any aiortc track does: slower, never broken.
 
+Per packet, two more shortcuts, each with the public path as its fallback: libsrtp's
+``srtp_protect`` is called on the session's own buffer with a length cell made once
+(pylibsrtp's ``protect`` allocates one per call), and the datagram goes to the socket
+itself while asyncio's transport has nothing queued (any error, a full socket included,
+hands the packet to ``transport.sendto``, which queues or reports it as always).
+
 Not sent: ``ssrc-audio-level`` (optional per packet; browsers measure the decoded audio
 themselves) and ``abs-send-time`` (aiortc does not negotiate it for audio). Opus over
 WebRTC is not retransmitted (no NACK is negotiated for audio), so no history is kept.
@@ -26,8 +32,10 @@ import logging
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCRtpTransceiver
 
 __all__ = ["RtpOut"]
@@ -59,19 +67,24 @@ class RtpOut:
     """
 
     __slots__ = (
+        "_addr",
         "_connected",
         "_dtls",
         "_extension",
         "_first_byte",
-        "_ice",
+        "_nominated",
         "_octets",
         "_packets",
+        "_pair",
         "_payload_type",
+        "_protect",
         "_sender",
         "_seq",
+        "_sock",
         "_srtp",
         "_ssrc",
         "_timestamp_origin",
+        "_transport",
     )
 
     def __init__(
@@ -93,7 +106,12 @@ class RtpOut:
         # costs nothing, where the public ``state`` formats an enum each time.
         self._connected = dtls._state
         self._srtp = srtp
-        self._ice = ice
+        self._protect = _protector(srtp)
+        self._nominated: dict[int, Any] = ice._nominated  # aioice fills it in place
+        self._pair: Any = None  # the pair the route below was taken from
+        self._transport: Any = None
+        self._sock: Any = None  # its socket, when the transport is asyncio's own
+        self._addr: Any = None
         self._payload_type = payload_type
         self._ssrc = ssrc
         self._extension = _mid_extension(*mid) if mid else b""
@@ -150,9 +168,11 @@ class RtpOut:
 
     def send(self, payload: bytes, timestamp: int, marker: bool = False) -> bool:
         """Protect and send one packet; False when the connection is gone (nothing sent)."""
-        pair = self._ice._nominated.get(1)
+        pair = self._nominated.get(1)
         if pair is None or self._dtls._state is not self._connected:
             return False
+        if pair is not self._pair:
+            self._route(pair)
         rtp_timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
         header = _HEADER.pack(
             self._first_byte,
@@ -161,9 +181,15 @@ class RtpOut:
             rtp_timestamp,
             self._ssrc,
         )
-        pair.protocol.transport.sendto(
-            self._srtp.protect(header + self._extension + payload), pair.remote_addr
-        )
+        packet = self._protect(header + self._extension + payload)
+        transport = self._transport
+        if self._sock is None or transport._buffer:
+            transport.sendto(packet, self._addr)  # behind what asyncio holds queued
+        else:
+            try:
+                self._sock.sendto(packet, self._addr)
+            except OSError:
+                transport.sendto(packet, self._addr)  # queues it, or reports the error
         self._seq = (self._seq + 1) & 0xFFFF
         self._packets += 1
         self._octets += len(payload)
@@ -175,6 +201,49 @@ class RtpOut:
         sender._RTCRtpSender__octet_count = self._octets
         sender._RTCRtpSender__packet_count = self._packets
         return True
+
+    def _route(self, pair: Any) -> None:
+        """Where ``pair``'s packets go: its transport and address, and the transport's
+        socket when it is asyncio's datagram transport (a socket and a send queue)."""
+        self._pair = pair
+        self._transport = pair.protocol.transport
+        self._addr = pair.remote_addr
+        sock = getattr(self._transport, "_sock", None)
+        queued = getattr(self._transport, "_buffer", None)
+        direct = callable(getattr(sock, "sendto", None)) and queued is not None
+        self._sock = sock if direct else None
+
+
+def _protector(srtp: Any) -> Callable[[bytes], bytes]:
+    """``srtp.protect`` without its per-call allocation: libsrtp on the session's own
+    buffer, with a length cell made once. ``srtp.protect`` itself when pylibsrtp's
+    session is not what this knows (anything but a ``pylibsrtp.Session``)."""
+    try:
+        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+
+        if type(srtp) is not pylibsrtp.Session:
+            raise TypeError(type(srtp).__name__)
+        session, cdata, buffer = srtp._srtp[0], srtp._cdata, srtp._buffer
+        room = len(cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
+    except (ImportError, AttributeError, TypeError):
+        protect: Callable[[bytes], bytes] = srtp.protect
+        return protect
+    length = ffi.new("int *")
+    call = lib.srtp_protect
+
+    def protect_packet(packet: bytes) -> bytes:
+        size = len(packet)
+        if size > room:
+            raise ValueError("packet is too long")
+        buffer[0:size] = packet
+        length[0] = size
+        status = call(session, cdata, length)
+        if status:
+            raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
+        data: bytes = buffer[0 : length[0]]
+        return data
+
+    return protect_packet
 
 
 def _mid_extension(ext_id: int, mid: str) -> bytes:
