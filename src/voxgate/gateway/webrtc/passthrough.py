@@ -13,7 +13,7 @@ the played position work exactly as on the encode path, from the same numbers.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import TypeAlias
 
 from voxgate.codecs.opus_packets import timeline_bytes
 from voxgate.codecs.output_format import OPUS_CLOCK_RATE
@@ -24,15 +24,13 @@ _EDGE_MS = 1e-6
 _SPANS_KEPT = 32
 
 
-@dataclass(slots=True, eq=False)  # one per packet; not frozen, as playout.Frame
-class QueuedPacket:
-    payload: bytes
-    samples: int  # 48 kHz samples it spans
-    media_ms: float  # where it starts on its context's timeline
-
-    @property
-    def end_ms(self) -> float:
-        return self.media_ms + self.samples * 1000 / OPUS_CLOCK_RATE
+# (payload, 48 kHz samples it spans, where it starts and where it ends on its context's
+# timeline, ms). A plain tuple of bytes and numbers, not a class: the garbage collector
+# stops tracking such a tuple at its first pass, where an instance per packet (a hundred per
+# stream: two seconds of audio) is tracked, ages into the oldest generation and makes it
+# grow by thousands of objects a second, so it is walked in full (tens of ms, every stream
+# of the process stalled) every few seconds.
+QueuedPacket: TypeAlias = tuple[bytes, int, float, float]
 
 
 class PacketQueue:
@@ -52,8 +50,14 @@ class PacketQueue:
                 self._spans[samples] = span
         return span
 
-    def add(self, context_id: str, packet: QueuedPacket) -> None:
-        self._contexts.setdefault(context_id, deque()).append(packet)
+    def add(self, context_id: str, payload: bytes, samples: int, media_ms: float) -> float:
+        """Queue a packet of ``context_id`` that starts at ``media_ms``; returns its end."""
+        end_ms = media_ms + samples * 1000 / OPUS_CLOCK_RATE
+        queue = self._contexts.get(context_id)
+        if queue is None:
+            queue = self._contexts[context_id] = deque()
+        queue.append((payload, samples, media_ms, end_ms))
+        return end_ms
 
     def passes(self, context_id: str | None) -> bool:
         """Whether ``context_id`` has packets still to send: its audio in the buffer stands
@@ -66,7 +70,7 @@ class PacketQueue:
         queue = self._contexts[context_id]
         end = start_ms + frame_ms - _EDGE_MS
         taken: list[QueuedPacket] = []
-        while queue and queue[0].media_ms < end:
+        while queue and queue[0][2] < end:
             taken.append(queue.popleft())
         if not queue:
             del self._contexts[context_id]

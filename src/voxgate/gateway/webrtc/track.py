@@ -66,7 +66,7 @@ from voxgate.codecs.output_format import OutputFormat
 from voxgate.codecs.playout import Frame, Pcm, PlayoutBuffer, PlayoutOptions
 from voxgate.errors import InvalidInput
 from voxgate.gateway.webrtc.clock import LatencyWindow, MediaClock
-from voxgate.gateway.webrtc.passthrough import PacketQueue, QueuedPacket
+from voxgate.gateway.webrtc.passthrough import PacketQueue
 from voxgate.gateway.webrtc.rtp import RtpOut
 
 __all__ = ["OPUS_DTX", "OPUS_SILENCE", "SessionAudioTrack", "TrackOptions", "TrackStats"]
@@ -303,10 +303,9 @@ class SessionAudioTrack(MediaStreamTrack):
         if not taken:
             return 0
         start = media_ms
+        # Queued before the push, which may send the first of them at once.
         for payload, n in zip(run.packets[:taken], run.samples[:taken], strict=True):
-            packet = QueuedPacket(payload, n, media_ms)
-            self._opus.add(context_id, packet)  # before the push: it may send at once
-            media_ms = packet.end_ms
+            media_ms = self._opus.add(context_id, payload, n, media_ms)
         self._push(self._opus.span(samples), context_id, start)
         return taken
 
@@ -510,9 +509,10 @@ class SessionAudioTrack(MediaStreamTrack):
         assert frame.context_id is not None
         assert frame.media_ms is not None
         slot = frame.timestamp + self._offset
-        for packet in self._opus.take(frame.context_id, frame.media_ms, self._frame_ms):
-            timestamp = slot + round((packet.media_ms - frame.media_ms) * 48)
-            self._send(frame, packet.payload, timestamp, packet.samples, packet.end_ms)
+        packets = self._opus.take(frame.context_id, frame.media_ms, self._frame_ms)
+        for payload, samples, media_ms, end_ms in packets:
+            timestamp = slot + round((media_ms - frame.media_ms) * 48)
+            self._send(frame, payload, timestamp, samples, end_ms)
             self._passed += 1
 
     def _covered(self, frame: Frame) -> bool:
