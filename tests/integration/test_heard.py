@@ -397,3 +397,27 @@ async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
     assert echoed_ms <= position <= phone_ms + 5  # network delay, at most
     assert_split(interrupted, marks_of_turn(agent.messages, whole), position, position)
     await assert_charged(gateway, interrupted, whole)
+
+
+async def test_heard_keeps_the_space_the_text_had_across_a_flush(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    ws = await connect(http, gateway, pacing="fast")
+    received = Received()
+    for text in ("Good morning. ", "It is sunny today, and warm."):
+        await ws.send_json({"type": "text.append", "text": text})
+        await ws.send_json({"type": "text.flush"})
+    letters = "Goodmorning.Itissunnytoday,andwarm."
+    await read_until(ws, received, lambda: spoken_letters(received) == letters)
+    await ws.send_json({"type": "interrupt", "played_ms": 99999})
+    await read_until(ws, received, lambda: bool(received.of("interrupted")))
+    interrupted = received.of("interrupted")[0]
+    assert (interrupted["heard"], interrupted["unheard"]) == (
+        "Good morning. It is sunny today, and warm.",
+        "",
+    )
+    # Charged as ever: each chunk without the whitespace around it.
+    spoken = [c["text"] for c in received.of("chunk.ended")]
+    assert interrupted["usage"]["characters"] == sum(len(text.strip()) for text in spoken)
+    assert "".join(spoken) == "Good morning. It is sunny today, and warm."
+    await ws.close()

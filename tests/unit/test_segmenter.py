@@ -873,9 +873,23 @@ def options(draw: st.DrawFn) -> SegmenterOptions:
     )
 
 
+def joined_turns(turns: list[str]) -> str:
+    """The turns' normalised texts, each flushed, joined as the raw stream had them: with one
+    space where there was whitespace at the flush, with none where there was none."""
+    joined, owed, raw_space = "", False, False
+    for turn in turns:
+        text = normalise(turn)
+        owed = owed or raw_space or turn[:1].isspace()
+        if text:
+            joined += (" " if joined and owed else "") + text
+            owed = False
+        raw_space = turn[-1:].isspace() if turn else raw_space
+    return joined
+
+
 def check_chunks(chunks: list[Chunk], turns: list[str], opts: SegmenterOptions) -> None:
     """Chunks are non-empty, capped, numbered, contiguous, and add up to the turns."""
-    stream_text = "".join(normalise(turn) for turn in turns)
+    stream_text = joined_turns(turns)
     assert "".join(texts(chunks)) == stream_text
     offset = 0
     for index, chunk in enumerate(chunks):
@@ -1014,3 +1028,30 @@ def test_a_boundary_that_a_list_item_upgrades_is_decided_once_the_item_is_read(
     )
     whole = segment("".join(tokens), options)
     assert segment("".join(tokens), options, tokens) == whole
+
+
+@pytest.mark.parametrize(
+    ("parts", "joined"),
+    [
+        (["Good morning. ", None, " It is sunny."], "Good morning. It is sunny."),
+        (["Good morning.", None, " It is sunny."], "Good morning. It is sunny."),
+        (
+            ["And more words follow", None, " after the flush."],
+            "And more words follow after the flush.",
+        ),
+        (["Hello", None, "world."], "Helloworld."),  # the raw stream had no space there
+        (["你好。", None, "今天很好。"], "你好。今天很好。"),
+        (["One ", None, None, "two."], "One two."),
+        (["One", None, " ", None, "two."], "One two."),
+    ],
+)
+def test_text_after_a_flush_is_joined_as_it_was_written(
+    parts: list[str | None], joined: str
+) -> None:
+    segmenter = Segmenter()
+    chunks: list[Chunk] = []
+    for now, part in enumerate(parts):
+        chunks += segmenter.flush() if part is None else segmenter.push(part, now * 0.01)
+    chunks += segmenter.flush()
+    assert "".join(c.text for c in chunks) == joined
+    assert all(c.text.strip() for c in chunks)

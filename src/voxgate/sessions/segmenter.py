@@ -102,6 +102,13 @@ class Segmenter:
         self._now = 0.0
         self._runway: float | None = None  # when the listener runs out of audio
         self._rules = rules_for(self._options.language)
+        # A flush ends the normaliser's turn, which drops the whitespace at its edges; the
+        # text after it is then joined to the text before with the one space the raw
+        # stream had there (none if it had none: "你好。" + "今天").
+        self._after_flush = False  # no text of this turn out of the normaliser yet
+        self._space_owed = False  # the raw stream had whitespace at the flush
+        self._raw_since_flush = False  # a raw character came after the flush
+        self._raw_space = False  # the last raw character pushed was whitespace
         self._reset_turn()
 
     def _reset_turn(self) -> None:
@@ -156,7 +163,17 @@ class Segmenter:
         if not isinstance(text, str):
             raise InvalidInput(f"text must be a string, got {type(text).__name__}")
         self._tick(now)
-        self._append(self._normaliser.feed(text))
+        normalised = self._normaliser.feed(text)
+        if self._after_flush:
+            if text and not self._raw_since_flush:
+                self._raw_since_flush = True
+                self._space_owed = self._space_owed or text[0].isspace()
+            if normalised:
+                normalised = " " + normalised if self._space_owed else normalised
+                self._after_flush = self._space_owed = False
+        if text:
+            self._raw_space = text[-1].isspace()
+        self._append(normalised)
         return self._release(final=False)
 
     def poll(self, now: float) -> list[Chunk]:
@@ -201,6 +218,9 @@ class Segmenter:
         if self._end > self._start:
             self._release_rest(chunks)
         self._reset_turn()
+        if self._end:  # text came before: what comes next is joined to it
+            self._space_owed = self._space_owed or self._raw_space
+            self._after_flush, self._raw_since_flush = True, False
         return chunks
 
     # -- input -------------------------------------------------------------------------
