@@ -276,6 +276,8 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def arm_label(arm: str) -> str:
     name, _, workers = arm.partition("/")
+    if name == "passthrough-frozen":  # bench/webrtc.py's FROZEN
+        name = "passthrough, peers kept from the collector (not how voxgate runs)"
     if workers:
         return f"{name}, {workers} process{'es' if workers != '1' else ''}"
     return "stock aiortc" if name == "stock" else name
