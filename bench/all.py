@@ -221,12 +221,13 @@ def render(kept: dict[str, Any], charts_dir: Path, readme: Path) -> None:
 
     for path in charts.draw(kept, charts_dir):
         print(f"chart {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    if readme.exists():
-        text = readme.read_text()
-        rendered = report.render_readme(text, kept)
-        if rendered != text:
-            readme.write_text(rendered)
-            print(f"{readme.name}: measured tables rendered")
+    for page in (readme, ROOT / "docs" / "deployment.md"):
+        if page.exists():
+            text = page.read_text()
+            rendered = report.render_readme(text, kept)
+            if rendered != text:
+                page.write_text(rendered)
+                print(f"{page.name}: measured tables rendered")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,10 @@ def segmentation_row(benches: Benches) -> tuple[str, str, str]:
     ours = f["aggregators"]["voxgate"]
     return (
         what.replace("public", f"{f['corpus']['cases']} public"),
-        f"boundary precision {ours['precision']:.3f}, sentence-end recall {ours['recall']:.3f}, "
+        f"boundary precision {ours['precision']:.3f} ({ours['precision_with_time_cuts']:.3f} "
+        f"counting the {ours['time_cuts']} cuts of the first chunk's time bound, "
+        f"{ours['time_cuts_right']} of them at a boundary), sentence-end recall "
+        f"{ours['recall']:.3f}, "
         f"{ours['changed']} cases' spoken text changed, first chunk "
         f"{ours['first_chunk_chars']:.0f} characters on average, {ours['us_per_token']:.1f} µs "
         "per token",
@@ -263,6 +266,63 @@ def summary(benches: Benches) -> str:
         telephony_row(benches),
     ]
     return table(("what", "figure", "command"), rows)
+
+
+def webrtc_capacity_row(benches: Benches) -> tuple[str, str, str]:
+    f, command = measured(benches, "webrtc")
+    what = "WebRTC streams (real-time, pacing p99 ≤ 5 ms, none over 10 ms late)"
+    if f is None:
+        return what, MISSING, command
+    held = [
+        f"{arm_label(arm)}: {c['max_streams']}"
+        + (f" (fails at {c['fails_at']})" if c["fails_at"] else "")
+        for arm, c in f["capacity"].items()
+        if arm != "stock"
+    ]
+    return what, "; ".join(held), command
+
+
+def deployment_capacity(benches: Benches) -> str:
+    """docs/deployment.md: how many sessions of each kind a node holds."""
+    load, cluster = load_rows(benches), cluster_rows(benches)
+    rows = [
+        *((what, figure, load[0][2]) for what, figure, _ in load),
+        *((what, figure, cluster[0][2]) for what, figure, _ in cluster[1:2]),
+        webrtc_capacity_row(benches),
+        telephony_row(benches),
+        lookahead_row(benches),
+    ]
+    return table(("sessions of the kind", "measured", "command"), rows)
+
+
+def deployment_cluster(benches: Benches) -> str:
+    """docs/deployment.md: what the cluster adds, direct against forwarded."""
+    f = figures(benches, "cluster")
+    if f is None:
+        return f"Several nodes: {MISSING} (`bench/cluster.py --json`)."
+    whep, resume = f["whep_attach"], f["resume"]
+
+    def pair(arm: dict[str, Any], key: str) -> str:
+        return f"{arm[key]['p50']:.1f} / {arm[key]['p99']:.1f} ms"
+
+    trips = f["redis_per_turn"]
+    rows = [
+        ("WHEP attach to a playing session: POST → 201 answer",
+         pair(whep["direct"], "answer_ms"), pair(whep["forwarded"], "answer_ms")),
+        ("the same: POST → the peer's first decoded audio (ICE and DTLS included)",
+         pair(whep["direct"], "first_audio_ms"), pair(whep["forwarded"], "first_audio_ms")),
+        ("resume after a drop: `session.resume` → `session.resumed`",
+         pair(resume["direct"], "resumed_ms"), pair(resume["forwarded"], "resumed_ms")),
+        ("the same → first audio frame after it",
+         pair(resume["direct"], "first_audio_ms"), pair(resume["forwarded"], "first_audio_ms")),
+        (f"a node killed -9 mid-turn → its holds refunded by a survivor (lease "
+         f"{f['lease_s']:g} s)", "—", f"{f['node_death_s']:.1f} s"),
+        ("Redis round trips: a session opened and closed / a turn of two chunks / each "
+         "further turn / an idle node, a second", "—",
+         f"{trips['session']:.0f} / {trips['turn']:.0f} / {trips['each_further_turn']:.0f} / "
+         f"{trips['idle_per_s'] / f['nodes']:.1f}"),
+    ]  # fmt: skip
+    return table(("what", "direct (the owner)", "forwarded (another node)"), rows)
 
 
 def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -371,12 +431,14 @@ def segmentation(benches: Benches) -> str:
     if f is None:
         return f"Segmentation: {MISSING} (`bench/segmentation.py --json`)."
     rows = [
-        (name, f"{a['precision']:.3f}", f"{a['recall']:.3f}", str(a["changed"]),
-         f"{a['first_chunk_chars']:.1f}", f"{a['us_per_token']:.1f}")
+        (name, f"{a['precision']:.3f}", f"{a['precision_with_time_cuts']:.3f}",
+         f"{a['recall']:.3f}", str(a["changed"]), f"{a['first_chunk_chars']:.1f}",
+         f"{a['us_per_token']:.1f}")
         for name, a in f["aggregators"].items()
     ]  # fmt: skip
-    header = ("aggregator", "boundary precision", "sentence-end recall", "cases changed",
-              "first chunk, characters", "µs per token")  # fmt: skip
+    header = ("aggregator", "boundary precision", "precision, every cut (time bounds too)",
+              "sentence-end recall", "cases changed", "first chunk, characters",
+              "µs per token")  # fmt: skip
     return table(header, rows)
 
 
@@ -385,7 +447,11 @@ BLOCKS: dict[str, Callable[[Benches], str]] = {
     "webrtc": webrtc,
     "webrtc-notes": webrtc_notes,
     "segmentation": segmentation,
+    "deployment-capacity": deployment_capacity,
+    "deployment-cluster": deployment_cluster,
 }
+# Where each block is shown: the README, and docs/deployment.md.
+DEPLOYMENT_BLOCKS = ("deployment-capacity", "deployment-cluster")
 MARKED = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.DOTALL)
 
 

@@ -36,12 +36,12 @@ def test_webrtc_table_has_a_row_per_arm_and_level_whatever_the_arm() -> None:
 
 
 def test_segmentation_table_from_its_figures() -> None:
-    ours = {"precision": 0.8944, "recall": 0.9012, "changed": 0, "first_chunk_chars": 35.2,
-            "us_per_token": 7.04}  # fmt: skip
+    ours = {"precision": 0.8944, "precision_with_time_cuts": 0.7357, "recall": 0.9012,
+            "changed": 0, "first_chunk_chars": 35.2, "us_per_token": 7.04}  # fmt: skip
     benches = {"segmentation": {"figures": {"aggregators": {"voxgate": ours}}}}
 
     assert report.segmentation(benches).splitlines()[2] == (
-        "| voxgate | 0.894 | 0.901 | 0 | 35.2 | 7.0 |"
+        "| voxgate | 0.894 | 0.736 | 0.901 | 0 | 35.2 | 7.0 |"
     )
 
 
@@ -57,5 +57,15 @@ def test_readme_blocks_are_what_the_renderer_makes_of_the_committed_figures() ->
 
     shown = report.blocks(readme)
 
-    assert set(shown) == set(report.BLOCKS)
+    assert set(shown) == set(report.BLOCKS) - set(report.DEPLOYMENT_BLOCKS)
     assert shown == report.blocks(report.render_readme(readme, kept))
+
+
+def test_deployment_blocks_are_what_the_renderer_makes_of_the_committed_figures() -> None:
+    kept = json.loads((ROOT / "docs" / "bench" / "figures.json").read_text())
+    page = (ROOT / "docs" / "deployment.md").read_text()
+
+    shown = report.blocks(page)
+
+    assert set(shown) == set(report.DEPLOYMENT_BLOCKS)
+    assert shown == report.blocks(report.render_readme(page, kept))
