@@ -261,7 +261,9 @@ async def test_a_node_killed_mid_turn_leaves_nothing_held_and_its_session_lost(
 async def test_a_resume_through_the_balancer_lands_on_another_node_and_goes_on(
     cluster: ClusterUnderTest, http: aiohttp.ClientSession
 ) -> None:
-    key = await cluster.new_key()
+    # One session at a time: the dropped session holds the slot, and the node the new
+    # socket reaches learns from Redis that it waits for a resume.
+    key = await cluster.new_key(max_sessions=1)
     socket = await cluster.open_socket(http, key)
     await speak(socket, ANSWER, pacing="realtime")
     await receive_frames(socket, 25)

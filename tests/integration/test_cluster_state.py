@@ -13,7 +13,11 @@ import pytest
 
 from voxgate.errors import LimitExceeded
 from voxgate.gateway.access.principal import Principal
-from voxgate.gateway.access.session_slots import RedisSessionSlots
+from voxgate.gateway.access.session_slots import (
+    MemorySessionSlots,
+    RedisSessionSlots,
+    SessionSlots,
+)
 from voxgate.gateway.cluster.reaper import reap_node
 from voxgate.gateway.cluster.state import RedisClusterState, SessionOwner
 from voxgate.sessions.ledger import audit
@@ -151,3 +155,23 @@ async def test_a_ticket_carries_its_principal_once(
     assert await b.redeem_ticket("t1") == (False, None), "spent"
     assert await b.redeem_ticket("t2") == (True, None)
     assert await b.redeem_ticket("never-issued") == (False, None)
+
+
+@pytest.mark.parametrize("slots", ["redis", "memory"])
+async def test_a_key_has_waiting_sessions_until_their_wait_ends_or_lapses(
+    clients: tuple[StoreClient, StoreClient], slots: str
+) -> None:
+    if slots == "redis":
+        a: SessionSlots = RedisSessionSlots(clients[0], ttl_s=30)
+        b: SessionSlots = RedisSessionSlots(clients[1], ttl_s=30)
+    else:
+        a = b = MemorySessionSlots()
+    assert not await b.has_waiting("k1")
+    await a.wait("k1", "s1", for_s=0.4)
+    await a.wait("k1", "s2", for_s=30)
+    assert await b.has_waiting("k1"), "seen from another node"
+    assert not await b.has_waiting("k2"), "another key's"
+    await b.done_waiting("k1", "s2")
+    assert await b.has_waiting("k1"), "s1 still waits"
+    await asyncio.sleep(0.6)
+    assert not await b.has_waiting("k1"), "s1's wait lapsed: its grace ended"

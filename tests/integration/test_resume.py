@@ -518,3 +518,56 @@ async def test_a_webrtc_peer_stays_connected_across_a_socket_drop_and_plays_on(
     await wait_until_no_session(gateway)
     account = await account_of(gateway.services, gateway.api_key)
     await assert_ledger_exact(gateway.services, {account: done["usage"]["characters"]})
+
+
+async def test_a_key_at_its_session_limit_resumes_the_session_its_socket_dropped(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    key, _ = await gateway.services.keys.create(
+        None, "one at a time", credits=10_000, max_sessions=1
+    )
+    listener = Listener()
+    ws, created = await connect(http, gateway, key)
+    await start_turn(ws)
+    await read_until(ws, listener, lambda _: listener.audio_ms() >= 1000)
+    drop(ws)
+    await asyncio.sleep(0.3)
+    # The dropped session holds the key's one slot; a new socket comes in to resume it.
+    again, resumed = await resume(http, gateway, listener, created, key=key)
+    assert resumed["type"] == "session.resumed"
+    done = await read_until(
+        again, listener, lambda e: e is not None and e["type"] == "context.done"
+    )
+    assert done is not None
+    assert_contiguous(listener.frames)
+    # Still one session for the key: a socket that does not resume is refused as before,
+    # whether it is told so at once (nothing waits) or at its first other message.
+    headers = {"Authorization": f"Bearer {key}"}
+    extra = await http.ws_connect(gateway.ws_url, headers=headers)
+    refused = json.loads((await extra.receive(timeout=10)).data)
+    assert (refused["type"], refused["code"]) == ("error", "too_many_sessions")
+    assert (await extra.receive(timeout=10)).data == 1008
+    await again.close()
+
+
+async def test_at_the_limit_a_socket_that_came_in_to_resume_may_do_nothing_else(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    key, _ = await gateway.services.keys.create(
+        None, "one at a time", credits=10_000, max_sessions=1
+    )
+    listener = Listener()
+    ws, _ = await connect(http, gateway, key)
+    await start_turn(ws)
+    await read_until(ws, listener, lambda _: listener.audio_ms() >= 500)
+    drop(ws)
+    await asyncio.sleep(0.3)
+    other, _ = await connect(http, gateway, key)  # a session of the key waits: let in
+    await other.send_json({"type": "text.append", "text": "A session of its own."})
+    refused = json.loads((await other.receive(timeout=10)).data)
+    assert (refused["type"], refused["code"], refused["fatal"]) == (
+        "error",
+        "too_many_sessions",
+        True,
+    )
+    assert (await other.receive(timeout=10)).data == 1008

@@ -5,10 +5,16 @@ Redis the slots of a key are one sorted set, ``<prefix>access:slots:{<key_id>}``
 ids scored by when they lapse: the node holding a session refreshes it, so the slots of a
 node that died lapse on their own (and its reaper frees them at once). Taking a slot is one
 script: prune what lapsed, count, add.
+
+A session whose socket dropped keeps its slot while it waits for a resume, and is also
+listed as *waiting* (``<prefix>access:waiting:{<key_id>}``, scored by the end of its grace):
+a key at its limit with a waiting session lets a new socket in to resume it, holding no slot
+of its own (``docs/protocol.md``, "Resuming a session").
 """
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from voxgate.errors import LimitExceeded
@@ -40,6 +46,23 @@ return #ARGV - 1
 """
 
 
+# KEYS waiting. 1 when a session of the key waits for a resume.
+_WAITING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1]) > 0 and 1 or 0
+"""
+# KEYS waiting; ARGV session id, for how long (ms).
+_WAIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
 def too_many(held: int) -> LimitExceeded:
     return LimitExceeded(
         f"this key already has {held} live sessions, its limit", code="too_many_sessions"
@@ -57,12 +80,23 @@ class SessionSlots(Protocol):
         """The holder's sessions are alive: their slots must not lapse."""
         ...
 
+    async def wait(self, key_id: str, session_id: str, for_s: float) -> None:
+        """The session's socket dropped: it waits up to ``for_s`` for a resume."""
+        ...
+
+    async def done_waiting(self, key_id: str, session_id: str) -> None: ...
+
+    async def has_waiting(self, key_id: str) -> bool:
+        """Whether a session of the key waits for a resume."""
+        ...
+
 
 class MemorySessionSlots:
     """The slots of one process."""
 
     def __init__(self) -> None:
         self._slots: dict[str, set[str]] = {}
+        self._waiting: dict[str, dict[str, float]] = {}  # key -> session -> until (monotonic)
 
     async def acquire(self, key_id: str, session_id: str, limit: int) -> int:
         held = self._slots.setdefault(key_id, set())
@@ -81,6 +115,20 @@ class MemorySessionSlots:
     async def refresh(self, key_id: str, session_ids: list[str]) -> None:
         return None
 
+    async def wait(self, key_id: str, session_id: str, for_s: float) -> None:
+        self._waiting.setdefault(key_id, {})[session_id] = time.monotonic() + for_s
+
+    async def done_waiting(self, key_id: str, session_id: str) -> None:
+        waiting = self._waiting.get(key_id)
+        if waiting is not None:
+            waiting.pop(session_id, None)
+            if not waiting:
+                del self._waiting[key_id]
+
+    async def has_waiting(self, key_id: str) -> bool:
+        now = time.monotonic()
+        return any(until > now for until in self._waiting.get(key_id, {}).values())
+
 
 class RedisSessionSlots:
     """The slots of every node, in Redis; a slot lapses ``ttl_s`` after its last refresh."""
@@ -91,6 +139,8 @@ class RedisSessionSlots:
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._acquire = redis.register_script(_ACQUIRE)
         self._refresh = redis.register_script(_REFRESH)
+        self._wait = redis.register_script(_WAIT)
+        self._has_waiting = redis.register_script(_WAITING)
 
     async def acquire(self, key_id: str, session_id: str, limit: int) -> int:
         taken, count = await self._acquire(
@@ -107,5 +157,19 @@ class RedisSessionSlots:
         if session_ids:
             await self._refresh(keys=[self._key(key_id)], args=[self._ttl_ms, *session_ids])
 
+    async def wait(self, key_id: str, session_id: str, for_s: float) -> None:
+        await self._wait(
+            keys=[self._waiting(key_id)], args=[session_id, max(1, round(for_s * 1000))]
+        )
+
+    async def done_waiting(self, key_id: str, session_id: str) -> None:
+        await self._redis.zrem(self._waiting(key_id), session_id)
+
+    async def has_waiting(self, key_id: str) -> bool:
+        return bool(await self._has_waiting(keys=[self._waiting(key_id)], args=[]))
+
     def _key(self, key_id: str) -> str:
         return f"{self._prefix}access:slots:{{{key_id}}}"
+
+    def _waiting(self, key_id: str) -> str:
+        return f"{self._prefix}access:waiting:{{{key_id}}}"

@@ -29,6 +29,7 @@ async def reap_node(
         if owner is not None and owner.node_id == node_id:
             released += await ledger.release_session(session_id, account_id=owner.account_id)
             await slots.release(owner.key_id, session_id)
+            await slots.done_waiting(owner.key_id, session_id)  # lost: nothing to resume
         await state.disown(session_id, node_id)
         await state.mark_lost(session_id, node_id)
         sessions += 1

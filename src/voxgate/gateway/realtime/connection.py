@@ -29,7 +29,7 @@ from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN, Fatal
 from voxgate.gateway.realtime.handover import Handover, HandoverAccepted
 from voxgate.gateway.realtime.playback import Playback
-from voxgate.gateway.realtime.reader import Reader, TurnLog
+from voxgate.gateway.realtime.reader import ANY_SESSION, Reader, TurnLog
 from voxgate.gateway.realtime.sender import Sender
 from voxgate.gateway.resume import Resumption
 from voxgate.gateway.session_config import SessionConfig
@@ -64,7 +64,10 @@ class RealtimeConnection:
         # Only a WebSocket's session resumes (a data channel's ends with its peer).
         grace_s = self.settings.resume_grace_s if transport is not None else 0.0
         self.resume = Resumption(grace_s)
-        self.resume_only: str | None = None  # a token's live session: only resuming it
+        # This socket may only resume: a token's live session, or any of the key's sessions
+        # (ANY_SESSION) at the key's limit; anything else ends it with resume_only_error.
+        self.resume_only: str | None = None
+        self.resume_only_error: VoxgateError | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.turns = TurnLog(services.metrics)
         self.reader = Reader(self)
@@ -94,7 +97,14 @@ class RealtimeConnection:
             if self.principal is None:
                 self.principal = await self.reader.authenticate()
             await self._adopt_token_scope(self.principal)
-            async with self.services.session_slot(self.principal, self.session_id):
+            async with contextlib.AsyncExitStack() as slot:
+                try:
+                    await slot.enter_async_context(
+                        self.services.session_slot(self.principal, self.session_id)
+                    )
+                except LimitExceeded as exc:
+                    if not await self._may_resume_at_limit(self.principal, exc):
+                        raise
                 await self.send(
                     p.SessionCreated(
                         session_id=self.session_id,
@@ -131,6 +141,16 @@ class RealtimeConnection:
             if not await self.handover.await_resume():
                 return
 
+    async def _may_resume_at_limit(self, principal: Principal, exc: LimitExceeded) -> bool:
+        """At the key's session limit while a session of the key waits for a resume, this
+        socket comes in without a slot of its own: it may only resume (the limit holds)."""
+        if exc.code != "too_many_sessions" or self.resume_only is not None:
+            return False
+        if not await self.services.cluster.slots.has_waiting(principal.key_id):
+            return False
+        self.resume_only, self.resume_only_error = ANY_SESSION, exc
+        return True
+
     async def _adopt_token_scope(self, principal: Principal) -> None:
         """A client token may fix the voice and the session id: start with them.
 
@@ -143,6 +163,10 @@ class RealtimeConnection:
             live = principal.session_id in self.services.live_sessions
             if live or await self.services.cluster.owner_url(principal.session_id):
                 self.resume_only = principal.session_id
+                self.resume_only_error = LimitExceeded(
+                    "the session this token names is live: this socket may only resume it",
+                    code="session_exists",
+                )
                 return
             self.services.live_sessions.pop(self.session_id, None)
             self.session_id = principal.session_id

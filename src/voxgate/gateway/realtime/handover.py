@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from voxgate.errors import ProtocolViolation, VoxgateError
+from voxgate.errors import ProtocolViolation, StoreUnavailable, VoxgateError
 from voxgate.gateway import protocol as p
 from voxgate.gateway.access.principal import Principal
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN
@@ -26,6 +27,18 @@ if TYPE_CHECKING:
     from voxgate.gateway.realtime.connection import RealtimeConnection
 
 log = logging.getLogger("voxgate.gateway.realtime")  # the package's: one name for its logs
+
+
+_WAIT_MARGIN_S = 5.0  # a waiting entry outlives the grace a little: a resume near its end
+
+
+async def _best_effort(call: Awaitable[None]) -> None:
+    """A write about waiting that the store could not take: a resume at the key's limit is
+    then refused, as before there was such a list; nothing else depends on it."""
+    try:
+        await call
+    except StoreUnavailable:
+        log.info("the store did not take a resume's waiting entry")
 
 
 class HandoverAccepted(Exception):
@@ -63,7 +76,13 @@ class Handover:
         log.info(
             "session %s: socket dropped; kept %g s for a resume", conn.session_id, resume.grace_s
         )
-        outcome = await resume.wait()
+        # Listed as waiting, so that at its key's limit a new socket may come in to resume it.
+        slots, key_id = conn.services.cluster.slots, conn.authenticated().key_id
+        await _best_effort(slots.wait(key_id, conn.session_id, resume.grace_s + _WAIT_MARGIN_S))
+        try:
+            outcome = await resume.wait()
+        finally:
+            await _best_effort(slots.done_waiting(key_id, conn.session_id))
         if outcome == "expired":
             conn.services.metrics.resume_expiries.inc()
             log.info("session %s: not resumed within the grace; ended", conn.session_id)

@@ -26,6 +26,9 @@ from voxgate.gateway.access.ratelimit import TokenBucket
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN, Fatal
 from voxgate.sessions.session import Session
 
+# ``RealtimeConnection.resume_only`` for a socket that may resume any session of its key.
+ANY_SESSION = "*"
+
 if TYPE_CHECKING:
     from voxgate.gateway.metrics import Metrics
     from voxgate.gateway.realtime.connection import RealtimeConnection
@@ -150,17 +153,13 @@ class Reader:
             message = p.decode_client_message(data)
             event_id = message.event_id
             context_id = getattr(message, "context_id", None)
-            resume_only = self.conn.resume_only
-            if resume_only is not None and not (
-                isinstance(message, p.SessionResume) and message.session_id == resume_only
+            only = self.conn.resume_only
+            if only is not None and not (
+                isinstance(message, p.SessionResume) and only in (ANY_SESSION, message.session_id)
             ):
-                raise Fatal(
-                    WSCloseCode.POLICY_VIOLATION,
-                    LimitExceeded(
-                        "the session this token names is live: this socket may only resume it",
-                        code="session_exists",
-                    ),
-                )
+                refusal = self.conn.resume_only_error
+                assert refusal is not None
+                raise Fatal(WSCloseCode.POLICY_VIOLATION, refusal)
             if isinstance(message, p.SessionResume):
                 await self.conn.handover.request(message, data)
             await self._dispatch(message)
