@@ -520,18 +520,27 @@ async def test_a_webrtc_peer_stays_connected_across_a_socket_drop_and_plays_on(
     await assert_ledger_exact(gateway.services, {account: done["usage"]["characters"]})
 
 
-async def test_a_key_at_its_session_limit_resumes_the_session_its_socket_dropped(
-    http: aiohttp.ClientSession, gateway: Gateway
-) -> None:
+async def drop_at_the_limit(
+    http: aiohttp.ClientSession, gateway: Gateway, after_ms: float
+) -> tuple[str, dict[str, Any], Listener]:
+    """A key of one session whose socket dropped mid-turn: (key, its session.created, what
+    the dropped socket received)."""
     key, _ = await gateway.services.keys.create(
         None, "one at a time", credits=10_000, max_sessions=1
     )
     listener = Listener()
     ws, created = await connect(http, gateway, key)
     await start_turn(ws)
-    await read_until(ws, listener, lambda _: listener.audio_ms() >= 1000)
+    await read_until(ws, listener, lambda _: listener.audio_ms() >= after_ms)
     drop(ws)
     await asyncio.sleep(0.3)
+    return key, created, listener
+
+
+async def test_a_key_at_its_session_limit_resumes_the_session_its_socket_dropped(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    key, created, listener = await drop_at_the_limit(http, gateway, after_ms=1000)
     # The dropped session holds the key's one slot; a new socket comes in to resume it.
     again, resumed = await resume(http, gateway, listener, created, key=key)
     assert resumed["type"] == "session.resumed"
@@ -553,15 +562,7 @@ async def test_a_key_at_its_session_limit_resumes_the_session_its_socket_dropped
 async def test_at_the_limit_a_socket_that_came_in_to_resume_may_do_nothing_else(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:
-    key, _ = await gateway.services.keys.create(
-        None, "one at a time", credits=10_000, max_sessions=1
-    )
-    listener = Listener()
-    ws, _ = await connect(http, gateway, key)
-    await start_turn(ws)
-    await read_until(ws, listener, lambda _: listener.audio_ms() >= 500)
-    drop(ws)
-    await asyncio.sleep(0.3)
+    key, _, _ = await drop_at_the_limit(http, gateway, after_ms=500)
     other, _ = await connect(http, gateway, key)  # a session of the key waits: let in
     await other.send_json({"type": "text.append", "text": "A session of its own."})
     refused = json.loads((await other.receive(timeout=10)).data)
