@@ -36,6 +36,7 @@ from voxgate.gateway.cluster.cluster import SESSION_TTL_S, Cluster, new_node_id,
 from voxgate.gateway.cluster.reaper import reap_node
 from voxgate.gateway.cluster.state import RedisClusterState
 from voxgate.gateway.metrics import Metrics
+from voxgate.gateway.voice_languages import VoiceLanguages
 from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -106,6 +107,14 @@ class Services:
     worker: WorkerInfo | None = None
     _closers: list[Any] = field(default_factory=list)
     _key_setup: asyncio.Task[None] | None = None
+    _voice_languages: VoiceLanguages | None = None
+
+    @property
+    def voice_languages(self) -> VoiceLanguages:
+        """Saved voices' languages, from the upstream's list (kept a few minutes)."""
+        if self._voice_languages is None:
+            self._voice_languages = VoiceLanguages(self.upstream_client)
+        return self._voice_languages
 
     @classmethod
     async def start(cls, settings: Settings, *, worker: WorkerInfo | None = None) -> Services:

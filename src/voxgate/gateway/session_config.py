@@ -39,6 +39,17 @@ class SessionConfig:
             "language": None,  # None: the voice's language
             "caller_audio": False,
         }
+        # Saved voices' languages, as the upstream lists them (see ``needs_voice_language``).
+        self.voice_languages: dict[str, str] = {}
+
+    @property
+    def needs_voice_language(self) -> str | None:
+        """A saved voice (not a preset) whose language the session would follow but does
+        not know: look it up and put it in ``voice_languages``."""
+        voice_id = self.values["voice_id"]
+        if not voice_id or self.values["language"] or voice_id in self.voice_languages:
+            return None
+        return None if find_voice(voice_id) is not None else str(voice_id)
 
     @property
     def binary(self) -> bool:
@@ -79,12 +90,12 @@ class SessionConfig:
                 spec = msgspec.structs.asdict(changes[nested])
                 changes[nested] = {k: v for k, v in spec.items() if v is not None}
         candidate = {**self.values, **changes}
-        _options(candidate, principal, self._max_contexts)
+        _options(candidate, principal, self._max_contexts, self.voice_languages)
         _output_format(candidate)
         self.values = candidate
 
     def options(self, principal: Principal) -> SessionOptions:
-        return _options(self.values, principal, self._max_contexts)
+        return _options(self.values, principal, self._max_contexts, self.voice_languages)
 
     def output_format(self) -> OutputFormat:
         return _output_format(self.values)
@@ -92,7 +103,7 @@ class SessionConfig:
     def public(self) -> dict[str, Any]:
         """What the client is shown: the effective format, and no reference audio."""
         values = dict(self.values)
-        values["language"] = _language(values)
+        values["language"] = _language(values, self.voice_languages)
         if values.get("ref_audio"):
             values["ref_audio"] = f"<{len(values['ref_audio'])} base64 characters>"
         fmt = self.output_format()
@@ -105,7 +116,9 @@ class SessionConfig:
         return values
 
 
-def _options(values: dict[str, Any], principal: Principal, max_contexts: int) -> SessionOptions:
+def _options(
+    values: dict[str, Any], principal: Principal, max_contexts: int, known: dict[str, str]
+) -> SessionOptions:
     if principal.voice_id and values.get("voice_id") != principal.voice_id:
         raise AuthError(
             f"this token may only use voice {principal.voice_id}", code="voice_not_allowed"
@@ -114,17 +127,21 @@ def _options(values: dict[str, Any], principal: Principal, max_contexts: int) ->
         voice_id=values["voice_id"], ref_audio=values["ref_audio"], speed=values["speed"]
     )
     segmenter = dataclasses.replace(
-        SegmenterOptions(), **values["segmenter"], language=_language(values)
+        SegmenterOptions(), **values["segmenter"], language=_language(values, known)
     )
     return SessionOptions(voice=voice, segmenter=segmenter, max_contexts=max_contexts)
 
 
-def _language(values: dict[str, Any]) -> str:
-    """The session's ``language``, else its preset voice's, else English."""
+def _language(values: dict[str, Any], known: dict[str, str]) -> str:
+    """The session's ``language``, else its voice's (a preset's, or a saved voice's as the
+    upstream lists it), else English."""
     if values.get("language"):
         return str(values["language"])
-    found = find_voice(values["voice_id"]) if values.get("voice_id") else None
-    return found[0].language if found is not None else "en"
+    voice_id = values.get("voice_id")
+    found = find_voice(voice_id) if voice_id else None
+    if found is not None:
+        return found[0].language
+    return known.get(voice_id, "en") if voice_id else "en"
 
 
 def _output_format(values: dict[str, Any]) -> OutputFormat:

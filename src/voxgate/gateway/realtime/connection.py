@@ -29,7 +29,7 @@ from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN, Fatal
 from voxgate.gateway.realtime.handover import Handover, HandoverAccepted
 from voxgate.gateway.realtime.playback import Playback
-from voxgate.gateway.realtime.reader import ANY_SESSION, Reader, TurnLog
+from voxgate.gateway.realtime.reader import ANY_SESSION, Reader, TurnLog, learn_voice_language
 from voxgate.gateway.realtime.sender import Sender
 from voxgate.gateway.resume import Resumption
 from voxgate.gateway.session_config import SessionConfig
@@ -159,6 +159,7 @@ class RealtimeConnection:
         """
         if principal.voice_id:
             self.config.use_voice(principal.voice_id)
+            await learn_voice_language(self)
         if principal.session_id:
             live = principal.session_id in self.services.live_sessions
             if live or await self.services.cluster.owner_url(principal.session_id):

@@ -63,6 +63,15 @@ class TurnLog:
         self._first_text_at.pop(context_id, None)
 
 
+async def learn_voice_language(conn: RealtimeConnection) -> None:
+    """A saved voice's language, for a session that follows its voice's language."""
+    voice_id = conn.config.needs_voice_language
+    if voice_id is not None:
+        language = await conn.services.voice_languages.of(voice_id)
+        if language is not None:
+            conn.config.voice_languages[voice_id] = language
+
+
 class Reader:
     """Reads one socket after another of a connection, and carries out what they ask."""
 
@@ -197,6 +206,7 @@ class Reader:
                 code="session_already_started",
             )
         conn.config.update(message, conn.authenticated())
+        await learn_voice_language(conn)
         await conn.send(p.SessionUpdated(event_id=message.event_id, config=conn.config.public()))
 
     async def _append(self, message: p.TextAppend) -> None:
