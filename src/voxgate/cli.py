@@ -17,6 +17,7 @@ from voxgate.errors import ConfigError
 from voxgate.gateway.access.keys_cli import add_keys_command
 from voxgate.gateway.app import create_gateway_app, drain
 from voxgate.gateway.services import Services
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.gateway.workers import WorkerInfo, run_workers
 from voxgate.logs import configure_logging
 from voxgate.upstream.engine.accounts import Accounts
@@ -135,6 +136,8 @@ async def _serve_gateway(settings: Settings, worker: WorkerInfo | None = None) -
         # it every time, which would show up as stalls in the 20 ms media clock.
         gc.collect()
         gc.freeze()
+        if settings.media_gc_freeze:
+            MediaCollector.install()
         await web.TCPSite(
             runner, settings.host, settings.port, reuse_port=worker is not None
         ).start()

@@ -236,6 +236,15 @@ SETTINGS: tuple[Setting, ...] = (
         "opus_passthrough",
         _bool,
     ),
+    Setting(
+        "VOXGATE_MEDIA_GC_FREEZE",
+        "true",
+        "`voxgate serve` keeps connected WebRTC peers out of CPython's full garbage "
+        "collections and sweeps what closed peers left, at planned moments (docs/webrtc.md); "
+        "false = collections as CPython schedules them",
+        "media_gc_freeze",
+        _bool,
+    ),
     Setting("VOXGATE_LOG_FORMAT", "text", "`text` or `json` (one object per line)", "log_format"),
     Setting(
         "VOXTRAL_API_KEY",
@@ -325,6 +334,7 @@ class Settings:
     webrtc_opus_complexity: int = 5
     webrtc_dtx: bool = True
     opus_passthrough: bool = True
+    media_gc_freeze: bool = True
     log_format: str = "text"
     local_api_keys: tuple[str, ...] = ()
 

@@ -12,6 +12,7 @@ import gc
 import itertools
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from voxgate.gateway.webrtc.clock import MediaClock
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.gateway.webrtc.sdp import describe_mono_opus, send_opus_only
 from voxgate.gateway.webrtc.track import SessionAudioTrack, TrackOptions
 from voxgate.upstream.engine.espeak import Synthesizer
@@ -384,6 +386,35 @@ async def test_no_task_or_socket_leak_over_100_connections(clock: MediaClock) ->
     assert len(asyncio.all_tasks()) == tasks_before
     assert open_sockets() == sockets_before
     assert clock.stream_count == 0
+
+
+async def test_frozen_peers_leave_the_collectors_walks_and_are_freed_once_closed(
+    clock: MediaClock,
+) -> None:
+    """The media collector (as `voxgate serve` installs it) with the real gc: connected
+    peers are frozen, and after they close the sweep frees what their cycles held."""
+    frozen_before = gc.get_freeze_count()
+    collector = MediaCollector.install(MediaCollector(settle_s=0.2))
+    try:
+        tracks = [SessionAudioTrack(clock=clock) for _ in range(4)]
+        links = [await connect(track) for track in tracks]
+        await wait_for(lambda ts=tracks: all(t.stats.packets_sent >= 1 for t in ts), 5)
+        await wait_for(lambda: collector.freezes >= 1, 2)
+        assert collector.live == 4
+        assert gc.get_freeze_count() > frozen_before  # the peers' objects left the walks
+        peers = [weakref.ref(link.sender) for link in links]
+        for link in links:
+            await link.close()
+        del links, tracks, link
+        await wait_for(lambda: collector.sweeps >= 1, 5)
+        assert collector.live == 0
+        assert collector.last_swept > 0  # the closed peers' cycles, collected
+        assert [peer() for peer in peers] == [None] * 4, "a closed peer outlived the sweep"
+    finally:
+        MediaCollector.uninstall()
+        gc.unfreeze()  # this test process' objects go back to the collector
+        if frozen_before:
+            gc.freeze()
 
 
 def open_sockets() -> int:

@@ -66,6 +66,7 @@ from voxgate.codecs.output_format import OutputFormat
 from voxgate.codecs.playout import Frame, Pcm, PlayoutBuffer, PlayoutOptions
 from voxgate.errors import InvalidInput
 from voxgate.gateway.webrtc.clock import LatencyWindow, MediaClock
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.gateway.webrtc.passthrough import PacketQueue
 from voxgate.gateway.webrtc.rtp import RtpOut
 
@@ -230,6 +231,7 @@ class SessionAudioTrack(MediaStreamTrack):
         self._early_bytes = 0
         self._transceiver: RTCRtpTransceiver | None = None
         self._out: RtpOut | None = None  # the direct path, once attached
+        self._collector: MediaCollector | None = None  # told of this peer while it is up
         self._opus = PacketQueue(self.options.playout.sample_rate)  # passthrough turns
         # For flush(): (frame, payload, timestamp, marker, end of its audio on the timeline).
         self._pending: list[tuple[Frame, bytes, int, bool, float]] = []
@@ -451,6 +453,9 @@ class SessionAudioTrack(MediaStreamTrack):
         """End the track: leave the clock, drop queued audio, end ``recv()``."""
         super().stop()
         self._clock.unregister(self)
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            collector.disconnected()
         self._ready.clear()
         self._opus.drop()
         self._packetizer.reset()  # frees libopus' state
@@ -468,6 +473,10 @@ class SessionAudioTrack(MediaStreamTrack):
             self._out = RtpOut.attach(self._transceiver)
             if self._out is not None:
                 self._ended = asyncio.get_running_loop().create_future()
+        collector = MediaCollector.current()
+        if collector is not None:  # the peer is up: its objects may leave the collector's walks
+            collector.connected()
+            self._collector = collector
         now = time.monotonic()
         self._timeline_start = self._clock.register(self)
         self._anchor = (0, self._timeline_start)
