@@ -221,7 +221,7 @@ def render(kept: dict[str, Any], charts_dir: Path, readme: Path) -> None:
 
     for path in charts.draw(kept, charts_dir):
         print(f"chart {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    for page in (readme, ROOT / "docs" / "deployment.md"):
+    for page in (readme, *(ROOT / name for name in report.PAGE_BLOCKS)):
         if page.exists():
             text = page.read_text()
             rendered = report.render_readme(text, kept)

@@ -282,6 +282,29 @@ def webrtc_capacity_row(benches: Benches) -> tuple[str, str, str]:
     return what, "; ".join(held), command
 
 
+def webrtc_capacity(benches: Benches) -> str:
+    """docs/webrtc.md: per arm, the streams that passed and what the largest level cost."""
+    f = figures(benches, "webrtc")
+    if f is None:
+        return f"WebRTC capacity: {MISSING} (`bench/webrtc.py --json`)."
+    rows = []
+    for arm, levels in f["arms"].items():
+        passed = [lv for lv in levels if lv["passed"]]
+        failed = sorted({lv["streams"] for lv in levels if not lv["passed"]} - {
+            lv["streams"] for lv in passed})  # fmt: skip
+        top = max(passed, key=lambda lv: lv["streams"]) if passed else None
+        sweeps = [st.get("sweep_ms", 0.0) for st in (top or {}).get("stalls", [])]
+        rows.append((
+            arm_label(arm),
+            f"{top['streams'] if top else 0}" + (f" (fails at {failed[0]})" if failed else ""),
+            f"{top['cpu_per_stream_pct']:.2f} % ({top['ratio_to_bare']:.2f}×)" if top else "—",
+            span(sweeps, 0, " ms") if sweeps and max(sweeps) > 0 else "—",
+        ))  # fmt: skip
+    header = ("arm", "streams that pass", "CPU per stream there (÷ bare libopus)",
+              "a sweep with them live, per process")  # fmt: skip
+    return table(header, rows)
+
+
 def deployment_capacity(benches: Benches) -> str:
     """docs/deployment.md: how many sessions of each kind a node holds."""
     load, cluster = load_rows(benches), cluster_rows(benches)
@@ -336,8 +359,8 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def arm_label(arm: str) -> str:
     name, _, workers = arm.partition("/")
-    if name == "passthrough-frozen":  # bench/webrtc.py's FROZEN
-        name = "passthrough, peers kept from the collector (not how voxgate runs)"
+    if name == "passthrough-cpython-gc":  # bench/webrtc.py's STOCK_GC
+        name = "passthrough without the media collector"
     if workers:
         return f"{name}, {workers} process{'es' if workers != '1' else ''}"
     return "stock aiortc" if name == "stock" else name
@@ -449,9 +472,13 @@ BLOCKS: dict[str, Callable[[Benches], str]] = {
     "segmentation": segmentation,
     "deployment-capacity": deployment_capacity,
     "deployment-cluster": deployment_cluster,
+    "webrtc-capacity": webrtc_capacity,
 }
-# Where each block is shown: the README, and docs/deployment.md.
-DEPLOYMENT_BLOCKS = ("deployment-capacity", "deployment-cluster")
+# The blocks shown in pages other than the README (all.py renders those pages too).
+PAGE_BLOCKS = {
+    "docs/deployment.md": ("deployment-capacity", "deployment-cluster"),
+    "docs/webrtc.md": ("webrtc-capacity",),
+}
 MARKED = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.DOTALL)
 
 

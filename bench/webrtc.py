@@ -24,11 +24,13 @@ Arms on the same espeak speech (24 kHz mono), every stream speaking continuously
               ``--max-passthrough-streams``); its "bare" baseline is libopus on at most
               BARE_MAX_STREAMS (160) streams (per stream it does not grow with N, and
               coding 1000 streams' frames would take minutes per level).
-  passthrough-frozen/W  the passthrough arm with the garbage collector kept off the
-              level's peers (``gc.freeze()`` once they are connected): not how voxgate
-              runs, but what the send path holds without CPython's full collections, which
-              walk every peer's objects at once (50-80 ms with 200 peers in a process) and
-              stall every stream of the process. From 320 streams (``FROZEN_LEVELS``).
+  passthrough-cpython-gc/W  the passthrough arm without the media collector
+              (``VOXGATE_MEDIA_GC_FREEZE=false``): CPython's full collections walk every
+              peer's objects at once (tens of ms with a hundred peers or more in a process)
+              and stall every stream of the process. The other arms run as ``voxgate serve``
+              does, with it: peers frozen once connected, swept when they close (see
+              voxgate/gateway/webrtc/collector.py); each level also times a sweep with all
+              its peers live, the pause it makes once per as many closed sessions.
 
 Feeding is spread: a fifth of a process's streams are topped up every 10 ms, as sessions
 take their audio each when its upstream sends it (all of them every 50 ms at once held the
@@ -102,7 +104,7 @@ later than on the encode path. The summary prints each against its measure.
                            [--passthrough-workers 2] [--max-passthrough-streams 1000]
                            [--profile-streams 80 400] [--bitrate 24000] [--complexity 5]
                            [--phases 4] [--turn-seconds 30 (0: none)] [--json PATH]
-                           [--arms voxgate stock passthrough passthrough-frozen]
+                           [--arms voxgate stock passthrough passthrough-cpython-gc]
                            [--passthrough-levels N ...] [--slow-callbacks]
 
 ``--json PATH`` writes {"arms": {arm: [level, ...]}, "capacity": {arm: ...},
@@ -145,6 +147,7 @@ from figures import add_json_option, tail, tail_text, write_json
 from voxgate.codecs.opus_packets import OpusRun
 from voxgate.codecs.playout import Frame
 from voxgate.gateway.webrtc.clock import PHASES, LatencyWindow, MediaClock
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.gateway.webrtc.sdp import send_opus_only
 from voxgate.gateway.webrtc.track import DTX_HANGOVER, SessionAudioTrack, TrackOptions
 
@@ -152,13 +155,11 @@ RATE, FRAME = 24000, 480  # 20 ms at 24 kHz
 LEVELS = (10, 20, 40, 80, 120, 160, 200, 240, 320, 400)
 # Passthrough sends no encode: its ramp goes further, in bigger steps.
 PASSTHROUGH_LEVELS = (20, 80, 160, 240, 320, 400, 480, 600, 720, 840, 1000)
-# The passthrough arm again with aiortc's objects kept out of the garbage collector's walks
-# (gc.freeze() once the level's peers are connected; unfrozen and collected when they
-# close): not how voxgate runs, a measure of what the send path holds without CPython's
-# full collections, which walk every peer's objects at once (tens of ms, every stream of
-# the process stalled) when enough of them have aged into the oldest generation.
-FROZEN = "passthrough-frozen"
-FROZEN_LEVELS = (320, 400, 480, 600, 720, 840)
+# The passthrough arm again without the media collector (VOXGATE_MEDIA_GC_FREEZE=false:
+# CPython's full collections walk every peer's objects at once, tens of ms with a hundred
+# peers or more in a process, and every stream of the process waits): what it is for.
+STOCK_GC = "passthrough-cpython-gc"
+STOCK_GC_LEVELS = (80, 160, 240, 320)
 BARE_MAX_STREAMS = 160  # a passthrough level's bare baseline: libopus on at most this many
 PACED_P99_MS, LATE_MS = 5.0, 10.0
 JANE = "82c99ee6-f932-423f-a4a3-d403c8914b8d"  # the engine's preset voice for /stream
@@ -605,6 +606,11 @@ class Sender:
         self, arm: str, offers: list[str], options: TrackOptions, phases: int
     ) -> list[str]:
         self.arm = arm
+        # As `voxgate serve` runs (VOXGATE_MEDIA_GC_FREEZE), but for the arm without it.
+        if arm == STOCK_GC:
+            MediaCollector.uninstall()
+        elif MediaCollector.current() is None:
+            MediaCollector.install()
         if arm == "stock":
             self.tracks = [StockTrack(self.frames) for _ in offers]
         else:
@@ -629,9 +635,6 @@ class Sender:
         self.stop = asyncio.Event()
         pcm = self.frames.tobytes()
         GC_PAUSES.clear()
-        if self.arm == FROZEN:  # the collector kept off the peers: see FROZEN
-            gc.collect()
-            gc.freeze()
         passthrough = self.arm.startswith("passthrough")
         if turns:
             self.tasks = [
@@ -717,7 +720,17 @@ class Sender:
             "gc_objects": len(gc.get_objects()),
             "gc_frozen": gc.get_freeze_count(),
             "slow": sorted(SLOW_CALLBACKS, reverse=True)[:8],
+            "sweep_ms": self.loaded_sweep_ms(),
         }
+
+    def loaded_sweep_ms(self) -> float:
+        """A sweep of the media collector with every peer of the level live: the pause it
+        makes once per as many closed peers as are live (0.0 without the collector)."""
+        collector = MediaCollector.current()
+        if collector is None or not self.pcs:
+            return 0.0
+        collector.sweep()
+        return collector.last_sweep_ms
 
     async def close(self) -> dict[str, float]:
         """Close every peer, then collect their garbage at once, timed: aiortc's objects
@@ -728,14 +741,14 @@ class Sender:
         await gather_batched([pc.close for pc in self.pcs])
         if self.clock is not None:
             await self.clock.stop()
-        peers, frozen = len(self.pcs), self.arm == FROZEN
+        peers = len(self.pcs)
         self.tracks, self.pcs, self.tasks, self.clock = [], [], [], None
         started = time.perf_counter()
-        if frozen:
-            gc.unfreeze()  # the peers' garbage was frozen with them
-        gc.collect()
-        if frozen:
-            gc.freeze()  # what start-up built, as sender_main froze it
+        collector = MediaCollector.current()
+        if collector is not None:
+            collector.sweep()  # what the closed peers left, now rather than a second later
+        else:
+            gc.collect()
         return {"peers": peers, "collect_ms": (time.perf_counter() - started) * 1000}
 
 
@@ -1165,6 +1178,7 @@ def stall_row(level: Level) -> str:
         f"{s['skipped_steps']} steps given up; {s['gc_count']} GCs, {s['gc_over_2ms']} over "
         f"2 ms, longest {s['gc_max_ms']:.1f} ms, {s['gc_full']} full; "
         f"{s['gc_objects']:,} objects tracked, {s['gc_frozen']:,} frozen; "
+        f"a sweep with its peers live {s['sweep_ms']:.0f} ms; "
         f"the garbage of its {s['peers']:.0f} closed peers collected in {s['collect_ms']:.0f} ms"
         + "".join(f"\n{'':18}{ms:.1f} ms: {name}" for ms, name in s["slow"][:3])
         for i, s in enumerate(level.stalls)
@@ -1182,7 +1196,7 @@ def ramp(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
             + [("stock", 1, levels)]
             + [("passthrough", w, args.passthrough_levels or further)
                for w in args.passthrough_workers]
-            + [(FROZEN, w, args.passthrough_levels or FROZEN_LEVELS)
+            + [(STOCK_GC, w, args.passthrough_levels or STOCK_GC_LEVELS)
                for w in args.passthrough_workers]
         )
         if arm in args.arms
@@ -1419,9 +1433,9 @@ def goals_met(figures: dict[str, Any]) -> None:
     for arm, c in figures["capacity"].items():
         if not arm.startswith("passthrough"):
             continue
-        if arm.startswith(FROZEN):
+        if arm.startswith(STOCK_GC):
             print(
-                f"{arm} (the collector kept off the peers; not how voxgate runs): "
+                f"{arm} (without the media collector): "
                 f"{c['max_streams']} streams, CPU per stream <= {c['ratio_to_bare'][1]:.3f}x "
                 f"bare libopus on the passing levels"
             )
@@ -1471,8 +1485,8 @@ def main() -> None:
         help="the passthrough ramp's levels instead of PASSTHROUGH_LEVELS",
     )  # fmt: skip
     parser.add_argument(
-        "--arms", nargs="+", choices=("voxgate", "stock", "passthrough", FROZEN),
-        default=["voxgate", "stock", "passthrough", FROZEN], help="the arms ramped",
+        "--arms", nargs="+", choices=("voxgate", "stock", "passthrough", STOCK_GC),
+        default=["voxgate", "stock", "passthrough", STOCK_GC], help="the arms ramped",
     )  # fmt: skip
     parser.add_argument(
         "--profile-streams", type=int, nargs="*", default=[80, 400],

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -57,15 +59,19 @@ def test_readme_blocks_are_what_the_renderer_makes_of_the_committed_figures() ->
 
     shown = report.blocks(readme)
 
-    assert set(shown) == set(report.BLOCKS) - set(report.DEPLOYMENT_BLOCKS)
+    elsewhere = {name for names in report.PAGE_BLOCKS.values() for name in names}
+    assert set(shown) == set(report.BLOCKS) - elsewhere
     assert shown == report.blocks(report.render_readme(readme, kept))
 
 
-def test_deployment_blocks_are_what_the_renderer_makes_of_the_committed_figures() -> None:
+@pytest.mark.parametrize("page", sorted(report.PAGE_BLOCKS))
+def test_other_pages_blocks_are_what_the_renderer_makes_of_the_committed_figures(
+    page: str,
+) -> None:
     kept = json.loads((ROOT / "docs" / "bench" / "figures.json").read_text())
-    page = (ROOT / "docs" / "deployment.md").read_text()
+    text = (ROOT / page).read_text()
 
-    shown = report.blocks(page)
+    shown = report.blocks(text)
 
-    assert set(shown) == set(report.DEPLOYMENT_BLOCKS)
-    assert shown == report.blocks(report.render_readme(page, kept))
+    assert set(shown) == set(report.PAGE_BLOCKS[page])
+    assert shown == report.blocks(report.render_readme(text, kept))
