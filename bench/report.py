@@ -433,12 +433,12 @@ def webrtc_notes(benches: Benches) -> str:
     goals = f.get("goals", {})
     capacity = []
     for arm, c in f["capacity"].items():
-        ratio = c["ratio_to_bare"]
-        ratios = "n/a" if ratio[0] is None else span(ratio, 2, "×")
+        top = [lv for lv in f["arms"].get(arm, []) if lv["passed"]]
+        at = max(top, key=lambda lv: lv["streams"]) if top else None
         capacity.append(
             f"{arm_label(arm)}: {c['max_streams']} streams pass"
             + (f" ({c['fails_at']} fail)" if c["fails_at"] else "")
-            + f", CPU per stream {ratios} bare libopus on the passing levels"
+            + (f", CPU per stream {at['ratio_to_bare']:.2f}× bare libopus there" if at else "")
         )
     lines += [
         "",
