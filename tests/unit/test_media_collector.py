@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
+from voxgate.gateway.metrics import Metrics
 from voxgate.gateway.webrtc.collector import MediaCollector
 
 
@@ -79,3 +80,23 @@ async def test_a_real_sweep_frees_the_cycles_a_frozen_peer_left() -> None:
         gc.unfreeze()
         if frozen_before:
             gc.freeze()
+
+
+async def test_the_scrape_shows_the_collectors_sweeps() -> None:
+    calls = Calls()
+    collector = MediaCollector.install(calls.collector(settle_s=0.01))
+    try:
+        collector.connected()
+        collector.connected()
+        collector.disconnected()
+        await asyncio.sleep(0.05)  # one closed of two: no sweep yet
+        text = Metrics().render()[0].decode()
+        assert "voxgate_media_gc_closed_peers 1.0" in text
+        assert "voxgate_media_gc_sweeps 0.0" in text
+        collector.disconnected()
+        await asyncio.sleep(0.05)
+        text = Metrics().render()[0].decode()
+        assert "voxgate_media_gc_sweeps 1.0" in text
+        assert "voxgate_media_gc_closed_peers 0.0" in text
+    finally:
+        MediaCollector.uninstall()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.sessions.settlements import SettlementStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -120,6 +121,21 @@ class Metrics:
             "Media clock steps given up to stalls since the process started",
             registry=r,
         )
+        self.media_gc_sweeps = Gauge(
+            "voxgate_media_gc_sweeps",
+            "Sweeps of the media collector since the process started (VOXGATE_MEDIA_GC_FREEZE)",
+            registry=r,
+        )
+        self.media_gc_last_sweep = Gauge(
+            "voxgate_media_gc_last_sweep_seconds",
+            "The pause of the media collector's last sweep",
+            registry=r,
+        )
+        self.media_gc_closed = Gauge(
+            "voxgate_media_gc_closed_peers",
+            "WebRTC peers closed since the last sweep: what they left waits for the next",
+            registry=r,
+        )
         self.store_unavailable = Counter(
             "voxgate_store_unavailable_total",
             "Requests, handshakes and chunk reserves refused because the store could not be "
@@ -152,6 +168,11 @@ class Metrics:
         self.settlement_sampler: Callable[[], SettlementStats] | None = None
 
     def render(self) -> tuple[bytes, str]:
+        collector = MediaCollector.current()
+        if collector is not None:
+            self.media_gc_sweeps.set(collector.sweeps)
+            self.media_gc_last_sweep.set(collector.last_sweep_ms / 1000)
+            self.media_gc_closed.set(collector.closed)
         if self.webrtc_sampler is not None:
             self._sample_webrtc(self.webrtc_sampler())
         if self.settlement_sampler is not None:
