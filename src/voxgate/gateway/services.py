@@ -36,7 +36,6 @@ from voxgate.gateway.cluster.cluster import SESSION_TTL_S, Cluster, new_node_id,
 from voxgate.gateway.cluster.reaper import reap_node
 from voxgate.gateway.cluster.state import RedisClusterState
 from voxgate.gateway.metrics import Metrics
-from voxgate.gateway.voice_languages import VoiceLanguages
 from voxgate.gateway.workers import WorkerInfo
 from voxgate.sessions.ledger import Ledger
 from voxgate.sessions.ledger_memory import MemoryLedger
@@ -46,6 +45,7 @@ from voxgate.store import redis_client
 from voxgate.upstream import SpeechRequest, Upstream
 from voxgate.upstream.engine.background import BackgroundEngine
 from voxgate.upstream.pcm import PcmChunk
+from voxgate.upstream.voice_languages import VoiceLanguages
 
 _Audio = TypeVar("_Audio", PcmChunk, OpusRun)
 

@@ -16,7 +16,7 @@ import logging
 import time
 
 from voxgate.errors import VoxgateError
-from voxgate.upstream import Upstream
+from voxgate.upstream.client import Upstream
 
 __all__ = ["VoiceLanguages"]
 
