@@ -141,7 +141,10 @@ class PlayoutStats:
 
 
 class _Turn:
-    """The queued audio of one turn: pieces ``(pcm, media_ms)`` and a read offset."""
+    """The queued audio of one turn: its pieces of PCM, where each starts on the turn's
+    timeline, and a read offset. Two deques of bytes and floats rather than one of
+    ``(pcm, media_ms)`` tuples: nothing in them is tracked by the garbage collector, whose
+    young collections would otherwise walk every queued piece of every stream."""
 
     __slots__ = (
         "context_id",
@@ -154,11 +157,13 @@ class _Turn:
         "ref",
         "since",
         "started",
+        "starts",
     )
 
     def __init__(self, context_id: str, now: float, ahead_s: float) -> None:
         self.context_id = context_id
-        self.pieces: deque[tuple[bytes, float]] = deque()
+        self.pieces: deque[bytes] = deque()
+        self.starts: deque[float] = deque()  # media_ms of each piece's first sample
         self.offset = 0  # into pieces[0]
         self.queued = 0  # bytes not yet played
         self.pushed_s = 0.0  # audio pushed in this turn
@@ -170,32 +175,34 @@ class _Turn:
 
     def append(self, data: bytes, media_ms: float, small: int, ms_per_byte: float) -> None:
         if self.pieces and len(data) < small:
-            last, last_ms = self.pieces[-1]
-            meets = abs(last_ms + len(last) * ms_per_byte - media_ms) < _CONTIGUOUS_MS
+            last = self.pieces[-1]
+            meets = abs(self.starts[-1] + len(last) * ms_per_byte - media_ms) < _CONTIGUOUS_MS
             # Tiny contiguous pushes are merged so a frame is never built from dozens of
             # pieces and per-piece overhead cannot outgrow the audio itself.
             if len(last) < small and meets:
-                self.pieces[-1] = (last + data, last_ms)
+                self.pieces[-1] = last + data
                 self.queued += len(data)
                 return
-        self.pieces.append((data, media_ms))
+        self.pieces.append(data)
+        self.starts.append(media_ms)
         self.queued += len(data)
 
     def take(self, size: int) -> bytes:
         """Up to ``size`` bytes from the front; slices only at the frame's own edges."""
-        data, start = self.pieces[0][0], self.offset
+        data, start = self.pieces[0], self.offset
         if start + size < len(data):  # the common case: one slice of the head piece
             self.offset = start + size
             self.queued -= size
             return data[start : self.offset]
         parts: list[bytes] = []
         while size and self.pieces:
-            data = self.pieces[0][0]
+            data = self.pieces[0]
             end = min(len(data), self.offset + size)
             parts.append(data[self.offset : end])
             size -= end - self.offset
             if end == len(data):
                 self.pieces.popleft()
+                self.starts.popleft()
                 self.offset = 0
             else:
                 self.offset = end
@@ -433,7 +440,7 @@ class PlayoutBuffer:
             turn.since = None
             self._under_upstream += 1
             return self._silence, None, None
-        media_ms = turn.pieces[0][1] + turn.offset * self._ms_per_byte
+        media_ms = turn.starts[0] + turn.offset * self._ms_per_byte
         turn.started = True
         pcm = turn.take(self._frame_bytes)
         self._queued -= len(pcm)
