@@ -46,7 +46,7 @@ connected they count RTP packets from the clear RTP header (SSRC, timestamp) ins
 decrypting and decoding them, and read their sockets every 10 ms instead of waiting on them
 (see ``poll_sockets``: a receiver woken per packet costs the sender an IPI per send on this
 VM), so they stay cheap next to the senders and do not inflate their send cost. They run
-at nice 19 (they stand in for listeners on other machines: they take the CPU the senders
+at SCHED_IDLE (they stand in for listeners on other machines: they take the CPU the senders
 leave, and count timestamps, not arrival times) and count over their own window, which ends
 before the senders report (a sender busy with its report sends nothing, and that gap would
 be counted in every stream). CPU is the sender
@@ -133,6 +133,7 @@ import os
 import random
 import resource
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -245,8 +246,12 @@ def receiver_main(conn: Connection) -> None:
     loopback_only()
     # The receivers stand in for listeners on other machines: they take the CPU the senders
     # leave, and never keep a sender waiting for a core (they count timestamps, not arrival
-    # times, and their sockets' buffers hold seconds of packets).
+    # times, and their sockets' buffers hold seconds of packets). Nice 19 alone still let
+    # them keep a waking sender off a core for milliseconds: at 600 passthrough streams,
+    # grid p99 5.2-6.0 ms under nice 19, 2.7-3.1 ms under SCHED_IDLE (same machine, same
+    # hour). If the senders leave them no CPU, their sockets overflow and the level fails.
     os.nice(19)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     arrivals: dict[int, list[int]] = {}  # RTP timestamps, per SSRC
     received = StunProtocol.datagram_received
 
@@ -365,7 +370,10 @@ class MeasuredTrack(SessionAudioTrack):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sends: list[tuple[float, float, int]] = []  # (sent at, slot due, slot timestamp)
+        # (sent at, slot due, slot timestamp) per packet, flat: an array is no container the
+        # garbage collector walks, where a list of tuples made every full collection of the
+        # sender slower by the bench's own bookkeeping (10-15 ms at 240 streams a process).
+        self.sends = array("d")
         self.turn: str | None = None
         self.pushed_at = 0.0
         self.quiet = "talking"  # what the stream was doing when the turn's audio came
@@ -392,7 +400,7 @@ class MeasuredTrack(SessionAudioTrack):
 
     def _sent_frame(self, frame: Frame, timestamp: int, now: float, end_ms: float) -> None:
         super()._sent_frame(frame, timestamp, now, end_ms)
-        self.sends.append((now, frame.due, frame.timestamp))
+        self.sends.extend((now, frame.due, frame.timestamp))
         if self.turn is not None and frame.context_id == self.turn:
             switches, steal = involuntary_switches(), stolen_ms()
             self.first_audio.append({
@@ -406,7 +414,7 @@ class MeasuredTrack(SessionAudioTrack):
             self.turn = None
 
 
-SLOW_CALLBACKS: list[tuple[float, str]] = []  # BENCH_SLOW_CALLBACKS: (ms, handle)
+SLOW_CALLBACKS: list[tuple[float, str, float]] = []  # BENCH_SLOW_CALLBACKS: (ms, what, at)
 # Garbage collections of this process since the level (or the turns) started:
 # (start, end, generation), monotonic.
 GC_PAUSES: list[tuple[float, float, int]] = []
@@ -597,6 +605,7 @@ class Sender:
     steal: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, steal ms)
     stages: StageTimes | None = None  # while a level is profiled
     skipped: int = 0  # the clock's skipped steps at the mark
+    warm_up: Any = None  # what was recorded before the mark, freed when the level closes
 
     @property
     def voxgate(self) -> list[MeasuredTrack]:
@@ -654,9 +663,12 @@ class Sender:
             self.tasks = [asyncio.create_task(feeding)]
 
     def mark(self, profile: bool) -> None:
+        # The warm-up's sends are set aside, not freed here (the stock arm's are tuples:
+        # freeing tens of thousands at once holds the loop up for milliseconds).
+        self.warm_up = dict(STOCK_SENDS)
         STOCK_SENDS.clear()
         for track in self.voxgate:
-            track.sends.clear()
+            track.sends = array("d")
         if profile:
             self.stages = StageTimes(self.voxgate)
         self.steal = [(time.monotonic(), stolen_ms())]
@@ -676,7 +688,8 @@ class Sender:
         lateness, jitter, sent_at = [], [], []
         if self.voxgate:
             for track in self.voxgate:
-                sends = np.array(track.sends)
+                sends = np.frombuffer(track.sends, dtype=np.float64).reshape(-1, 3).copy()
+                sends = sends[sends[:, 1] >= self.wall]  # the level starts when the mark ends
                 if len(sends) >= 2:
                     lateness.append(sends[:, 0] - sends[:, 1])
                     jitter.append(np.abs(np.diff(sends[:, 0]) - np.diff(sends[:, 2]) / 48000))
@@ -688,7 +701,7 @@ class Sender:
                 lateness.append(at - ts - (origin if origin is not None else 0.0))
                 jitter.append(np.abs(np.diff(at) - np.diff(ts)))
                 sent_at.append(at)
-        late, stolen = late_packets(lateness, sent_at, np.array(self.steal))
+        late, stolen, late_at = late_packets(lateness, sent_at, np.array(self.steal))
         return {
             "user": user - self.cpu[0],
             "system": system - self.cpu[1],
@@ -702,7 +715,7 @@ class Sender:
             "packets": sum(t.stats.packets_sent for t in self.voxgate),  # since start
             "passed": sum(t.stats.passed_packets for t in self.voxgate),
             "encoded": sum(t.stats.encoded_packets for t in self.voxgate),
-            "stalls": self.stalls(),
+            "stalls": {**self.stalls(), "late_at": late_clusters(late_at, self.wall)},
         }
 
     def stalls(self) -> dict[str, float]:
@@ -719,7 +732,11 @@ class Sender:
             "gc_full": sum(generation == 2 for _, _, generation in GC_PAUSES),
             "gc_objects": len(gc.get_objects()),
             "gc_frozen": gc.get_freeze_count(),
-            "slow": sorted(SLOW_CALLBACKS, reverse=True)[:8],
+            "gc_young": young_by_type(),
+            "slow": [
+                (ms, f"{what}, at +{at - self.wall:.2f} s")
+                for ms, what, at in sorted(SLOW_CALLBACKS, reverse=True)[:8]
+            ],
             "sweep_ms": self.loaded_sweep_ms(),
         }
 
@@ -743,6 +760,7 @@ class Sender:
             await self.clock.stop()
         peers = len(self.pcs)
         self.tracks, self.pcs, self.tasks, self.clock = [], [], [], None
+        self.warm_up = None
         started = time.perf_counter()
         collector = MediaCollector.current()
         if collector is not None:
@@ -750,6 +768,16 @@ class Sender:
         else:
             gc.collect()
         return {"peers": peers, "collect_ms": (time.perf_counter() - started) * 1000}
+
+
+def young_by_type() -> list[tuple[str, int]]:
+    """What the youngest generation holds, by type, the most first: a collection of it
+    walks every one, so what stays young long (queued packets, say) makes it slow."""
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects(0):
+        name = type(obj).__name__
+        counts[name] = counts.get(name, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:4]
 
 
 def with_gc(turn: dict[str, Any]) -> dict[str, Any]:
@@ -774,7 +802,7 @@ def sender_main(conn: Connection, frames: np.ndarray, opus: OpusRun) -> None:
         run = Handle._run
 
         def timed_run(self: Any) -> None:
-            started, cpu = time.perf_counter(), time.thread_time()
+            started, cpu, collections = time.perf_counter(), time.thread_time(), len(GC_PAUSES)
             run(self)
             took = time.perf_counter() - started
             if took > 0.004 and len(SLOW_CALLBACKS) < 1000:
@@ -782,7 +810,12 @@ def sender_main(conn: Connection, frames: np.ndarray, opus: OpusRun) -> None:
                 coro = task.get_coro() if isinstance(task, asyncio.Task) else None
                 name = getattr(coro, "__qualname__", None) or repr(self)[:160]
                 cpu_ms = (time.thread_time() - cpu) * 1000
-                SLOW_CALLBACKS.append((took * 1000, f"{name} cpu {cpu_ms:.1f} ms"))
+                gcs = GC_PAUSES[collections:]
+                gc_ms = sum(end - start for start, end, _ in gcs) * 1000
+                SLOW_CALLBACKS.append((
+                    took * 1000, f"{name} cpu {cpu_ms:.1f} ms, {len(gcs)} GCs {gc_ms:.1f} ms",
+                    time.monotonic(),
+                ))  # fmt: skip
 
         Handle._run = timed_run  # type: ignore[method-assign]
 
@@ -913,20 +946,32 @@ async def trace_steal(trace: list[tuple[float, float]], stop: asyncio.Event) -> 
 
 def late_packets(
     lateness: list[np.ndarray], sent_at: list[np.ndarray], steal: np.ndarray
-) -> tuple[int, int]:
-    """Packets more than LATE_MS behind their stream's grid, and how many of them were
-    sent while the machine's steal time grew (from 10 ms before the packet's slot was due
-    to 10 ms after it left): stalls the hypervisor caused, not the gateway."""
+) -> tuple[int, int, list[float]]:
+    """Packets more than LATE_MS behind their stream's grid, how many of them were sent
+    while the machine's steal time grew (from 10 ms before the packet's slot was due to 10
+    ms after it left: stalls the hypervisor caused, not the gateway), and when each left."""
     late = stolen = 0
+    when: list[float] = []
     for behind, at in zip(lateness, sent_at, strict=True):
         grid = behind - behind.min()
         for lag, sent in zip(grid[grid > LATE_MS / 1000], at[grid > LATE_MS / 1000], strict=True):
             late += 1
+            when.append(float(sent))
             if len(steal) >= 2:
                 before = np.interp(sent - lag - 0.01, steal[:, 0], steal[:, 1])
                 after = np.interp(sent + 0.01, steal[:, 0], steal[:, 1])
                 stolen += bool(after > before)
-    return late, stolen
+    return late, stolen, when
+
+
+def late_clusters(when: list[float], since: float) -> list[tuple[float, int]]:
+    """Late packets grouped by the 50 ms they left in, as (seconds into the level, how
+    many), the largest groups first: one stall of a whole phase shows as one group."""
+    groups: dict[float, int] = {}
+    for at in when:
+        key = round((at - since) / 0.05) * 0.05
+        groups[key] = groups.get(key, 0) + 1
+    return sorted(groups.items(), key=lambda group: -group[1])[:4]
 
 
 def cpu_times() -> tuple[float, float]:
@@ -1177,9 +1222,12 @@ def stall_row(level: Level) -> str:
         f"\n{'':14} sender {i}: latest clock step {s['step_late_max_ms']:.1f} ms late, "
         f"{s['skipped_steps']} steps given up; {s['gc_count']} GCs, {s['gc_over_2ms']} over "
         f"2 ms, longest {s['gc_max_ms']:.1f} ms, {s['gc_full']} full; "
-        f"{s['gc_objects']:,} objects tracked, {s['gc_frozen']:,} frozen; "
+        f"{s['gc_objects']:,} objects tracked, {s['gc_frozen']:,} frozen, young: "
+        + ", ".join(f"{n:,} {name}" for name, n in s["gc_young"])
+        + "; "
         f"a sweep with its peers live {s['sweep_ms']:.0f} ms; "
         f"the garbage of its {s['peers']:.0f} closed peers collected in {s['collect_ms']:.0f} ms"
+        + "".join(f"; {n} late at +{at:.2f} s" for at, n in s["late_at"])
         + "".join(f"\n{'':18}{ms:.1f} ms: {name}" for ms, name in s["slow"][:3])
         for i, s in enumerate(level.stalls)
     )
