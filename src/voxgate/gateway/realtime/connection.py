@@ -29,7 +29,7 @@ from voxgate.gateway.outbound import Outbound
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN, Fatal
 from voxgate.gateway.realtime.handover import Handover, HandoverAccepted
 from voxgate.gateway.realtime.playback import Playback
-from voxgate.gateway.realtime.reader import ANY_SESSION, Reader, TurnLog, learn_voice_language
+from voxgate.gateway.realtime.reader import Reader, ResumeOnly, TurnLog, learn_voice_language
 from voxgate.gateway.realtime.sender import Sender
 from voxgate.gateway.resume import Resumption
 from voxgate.gateway.session_config import SessionConfig
@@ -64,10 +64,8 @@ class RealtimeConnection:
         # Only a WebSocket's session resumes (a data channel's ends with its peer).
         grace_s = self.settings.resume_grace_s if transport is not None else 0.0
         self.resume = Resumption(grace_s)
-        # This socket may only resume: a token's live session, or any of the key's sessions
-        # (ANY_SESSION) at the key's limit; anything else ends it with resume_only_error.
-        self.resume_only: str | None = None
-        self.resume_only_error: VoxgateError | None = None
+        # Set when this socket may only resume (see ResumeOnly).
+        self.resume_only: ResumeOnly | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.turns = TurnLog(services.metrics)
         self.reader = Reader(self)
@@ -148,7 +146,7 @@ class RealtimeConnection:
             return False
         if not await self.services.cluster.slots.has_waiting(principal.key_id):
             return False
-        self.resume_only, self.resume_only_error = ANY_SESSION, exc
+        self.resume_only = ResumeOnly(None, exc)
         return True
 
     async def _adopt_token_scope(self, principal: Principal) -> None:
@@ -163,10 +161,12 @@ class RealtimeConnection:
         if principal.session_id:
             live = principal.session_id in self.services.live_sessions
             if live or await self.services.cluster.owner_url(principal.session_id):
-                self.resume_only = principal.session_id
-                self.resume_only_error = LimitExceeded(
-                    "the session this token names is live: this socket may only resume it",
-                    code="session_exists",
+                self.resume_only = ResumeOnly(
+                    principal.session_id,
+                    LimitExceeded(
+                        "the session this token names is live: this socket may only resume it",
+                        code="session_exists",
+                    ),
                 )
                 return
             self.services.live_sessions.pop(self.session_id, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType
@@ -26,8 +27,23 @@ from voxgate.gateway.access.ratelimit import TokenBucket
 from voxgate.gateway.realtime.closing import CLOSE_TRY_AGAIN, Fatal
 from voxgate.sessions.session import Session
 
-# ``RealtimeConnection.resume_only`` for a socket that may resume any session of its key.
-ANY_SESSION = "*"
+
+@dataclass(frozen=True, slots=True)
+class ResumeOnly:
+    """A socket that may only resume: the session a client token names, while it is live,
+    or (``session_id`` None) any session of its key, let in at the key's limit while one
+    waits for its resume. Any other message ends the socket with ``refusal``."""
+
+    session_id: str | None
+    refusal: VoxgateError
+
+    def allows(self, message: p.ClientMessage) -> bool:
+        """Whether ``message`` is a resume this socket may make."""
+        return isinstance(message, p.SessionResume) and self.session_id in (
+            None,
+            message.session_id,
+        )
+
 
 if TYPE_CHECKING:
     from voxgate.gateway.metrics import Metrics
@@ -163,12 +179,8 @@ class Reader:
             event_id = message.event_id
             context_id = getattr(message, "context_id", None)
             only = self.conn.resume_only
-            if only is not None and not (
-                isinstance(message, p.SessionResume) and only in (ANY_SESSION, message.session_id)
-            ):
-                refusal = self.conn.resume_only_error
-                assert refusal is not None
-                raise Fatal(WSCloseCode.POLICY_VIOLATION, refusal)
+            if only is not None and not only.allows(message):
+                raise Fatal(WSCloseCode.POLICY_VIOLATION, only.refusal)
             if isinstance(message, p.SessionResume):
                 await self.conn.handover.request(message, data)
             await self._dispatch(message)
