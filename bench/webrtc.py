@@ -38,8 +38,10 @@ event loop up for 8-15 ms at 240 streams a process). A sender process freezes wh
 start-up built, as ``voxgate serve`` does, and collects each level's garbage when its
 peers close (timed: the level's own cost, not its successor's). Under a failed level the
 bench prints what held each sender's event loop up: the latest clock step, steps given up,
-garbage collections (how many, the longest, full ones), tracked and frozen objects, and
-with ``--slow-callbacks`` the event-loop callbacks over 4 ms (their wall and CPU time).
+garbage collections (how many, the longest, full ones), tracked and frozen objects, what
+the youngest generation holds by type, when the late packets left (seconds into the level,
+grouped by 50 ms: one stalled phase shows as one group), and with ``--slow-callbacks`` the
+event-loop callbacks over 4 ms (their wall and CPU time, the collections inside them, when).
 
 Receivers are aiortc peers (ICE and DTLS-SRTP done for real) in one more process; once
 connected they count RTP packets from the clear RTP header (SSRC, timestamp) instead of
@@ -414,7 +416,7 @@ class MeasuredTrack(SessionAudioTrack):
             self.turn = None
 
 
-SLOW_CALLBACKS: list[tuple[float, str, float]] = []  # BENCH_SLOW_CALLBACKS: (ms, what, at)
+SLOW_CALLBACKS: list[tuple[float, str, float]] = []  # --slow-callbacks: (ms, what, at)
 # Garbage collections of this process since the level (or the turns) started:
 # (start, end, generation), monotonic.
 GC_PAUSES: list[tuple[float, float, int]] = []
@@ -788,7 +790,9 @@ def with_gc(turn: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def sender_main(conn: Connection, frames: np.ndarray, opus: OpusRun) -> None:
+def sender_main(
+    conn: Connection, frames: np.ndarray, opus: OpusRun, slow_callbacks: bool = False
+) -> None:
     loopback_only()
     RTCRtpSender._next_encoded_frame = timed_next_encoded_frame  # type: ignore[method-assign]
     gc.callbacks.append(note_gc)
@@ -796,7 +800,7 @@ def sender_main(conn: Connection, frames: np.ndarray, opus: OpusRun) -> None:
     gc.collect()
     gc.freeze()
 
-    if os.environ.get("BENCH_SLOW_CALLBACKS"):
+    if slow_callbacks:
         from asyncio.events import Handle
 
         run = Handle._run
@@ -1054,7 +1058,14 @@ class Level:
 class Bench:
     """The receivers' process and a pool of sender processes, driven over pipes."""
 
-    def __init__(self, frames: np.ndarray, opus: OpusRun, workers: int, phases: int) -> None:
+    def __init__(
+        self,
+        frames: np.ndarray,
+        opus: OpusRun,
+        workers: int,
+        phases: int,
+        slow_callbacks: bool = False,
+    ) -> None:
         self.phases = phases
         context = multiprocessing.get_context("spawn")
         self.receivers, child = context.Pipe()
@@ -1064,7 +1075,9 @@ class Bench:
             parent, child = context.Pipe()
             self.senders.append(parent)
             self._processes.append(
-                context.Process(target=sender_main, args=(child, frames, opus), daemon=True)
+                context.Process(
+                    target=sender_main, args=(child, frames, opus, slow_callbacks), daemon=True
+                )
             )
         for process in self._processes:
             process.start()
@@ -1256,7 +1269,7 @@ async def run(args: argparse.Namespace) -> None:
     frames = (await speech()).reshape(-1, FRAME)
     opus = await upstream_opus()
     workers = max([*args.workers, *args.passthrough_workers])
-    bench = Bench(frames, opus, workers, args.phases)
+    bench = Bench(frames, opus, workers, args.phases, args.slow_callbacks)
     results: list[Level] = []
     profiled: list[Level] = []
     print(
@@ -1551,8 +1564,6 @@ def main() -> None:
     )  # fmt: skip
     add_json_option(parser)
     args = parser.parse_args()
-    if args.slow_callbacks:
-        os.environ["BENCH_SLOW_CALLBACKS"] = "1"  # read by the sender processes
     if args.quick:
         args.seconds, args.turn_seconds = 2.0, min(args.turn_seconds, 10.0)
     loopback_only()
