@@ -1043,6 +1043,9 @@ def test_a_boundary_that_a_list_item_upgrades_is_decided_once_the_item_is_read(
         (["你好。", None, "今天很好。"], "你好。今天很好。"),
         (["One ", None, None, "two."], "One two."),
         (["One", None, " ", None, "two."], "One two."),
+        # A number is held back until the normaliser knows where it ends: here, the flush.
+        (["Total. ", None, "5"], "Total. 5"),
+        ([". ", None, "5", None, " 6"], ". 5 6"),
     ],
 )
 def test_text_after_a_flush_is_joined_as_it_was_written(

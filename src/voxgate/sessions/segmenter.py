@@ -164,16 +164,12 @@ class Segmenter:
             raise InvalidInput(f"text must be a string, got {type(text).__name__}")
         self._tick(now)
         normalised = self._normaliser.feed(text)
-        if self._after_flush:
-            if text and not self._raw_since_flush:
-                self._raw_since_flush = True
-                self._space_owed = self._space_owed or text[0].isspace()
-            if normalised:
-                normalised = " " + normalised if self._space_owed else normalised
-                self._after_flush = self._space_owed = False
+        if self._after_flush and text and not self._raw_since_flush:
+            self._raw_since_flush = True
+            self._space_owed = self._space_owed or text[0].isspace()
         if text:
             self._raw_space = text[-1].isspace()
-        self._append(normalised)
+        self._append(self._joined(normalised))
         return self._release(final=False)
 
     def poll(self, now: float) -> list[Chunk]:
@@ -213,7 +209,7 @@ class Segmenter:
 
     def flush(self) -> list[Chunk]:
         """Release everything buffered (end of turn); the next push starts a new turn."""
-        self._append(self._normaliser.finish())
+        self._append(self._joined(self._normaliser.finish()))
         chunks = self._release(final=True)
         if self._end > self._start:
             self._release_rest(chunks)
@@ -224,6 +220,16 @@ class Segmenter:
         return chunks
 
     # -- input -------------------------------------------------------------------------
+
+    def _joined(self, normalised: str) -> str:
+        """The first normalised text after a flush, with the one space the raw stream had
+        there; it may come from a later push or from the next flush (the normaliser holds
+        a number back until it knows where it ends: "5" then flush)."""
+        if self._after_flush and normalised:
+            if self._space_owed:
+                normalised = " " + normalised
+            self._after_flush = self._space_owed = False
+        return normalised
 
     def _tick(self, now: float) -> None:
         if isinstance(now, bool) or not isinstance(now, int | float) or math.isnan(now):
