@@ -250,8 +250,9 @@ def receiver_main(conn: Connection) -> None:
     # leave, and never keep a sender waiting for a core (they count timestamps, not arrival
     # times, and their sockets' buffers hold seconds of packets). Nice 19 alone still let
     # them keep a waking sender off a core for milliseconds: at 600 passthrough streams,
-    # grid p99 5.2-6.0 ms under nice 19, 2.7-3.1 ms under SCHED_IDLE (same machine, same
-    # hour). If the senders leave them no CPU, their sockets overflow and the level fails.
+    # side by side in one hour, grid p99 6.4-7.5 ms under nice 19, 5.1-6.2 ms under
+    # SCHED_IDLE (2.7-3.1 ms in a quieter hour). If the senders leave them no CPU, their
+    # sockets overflow and the level fails.
     os.nice(19)
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     arrivals: dict[int, list[int]] = {}  # RTP timestamps, per SSRC
