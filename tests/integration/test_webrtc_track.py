@@ -502,7 +502,10 @@ async def test_clock_spreads_streams_over_its_phases(clock: MediaClock) -> None:
     assert sorted(phases) == [0, 0, 1, 1, 2, 2, 3, 3]  # balanced
     for stream, first in zip(streams, firsts, strict=True):
         ticks = np.array([now for now, _ in stream.ticks])
-        assert abs(ticks[0] - first) < step / 2  # the first tick is the one announced
+        # The first tick is the one announced: never early by more than the clock's aim,
+        # and not given up for the next period's. A step runs up to half a period late
+        # before it is skipped, and a loaded CI machine does wake it milliseconds late.
+        assert -0.002 < ticks[0] - first < clock.period / 2
         intervals = np.diff(ticks)  # once a period, late by a few ms at worst
         assert abs(np.median(intervals) - clock.period) < 0.001
         assert np.all((intervals > clock.period / 2) & (intervals < clock.period * 1.5))
