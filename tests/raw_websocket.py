@@ -45,13 +45,18 @@ class RawWebSocket:
         return head.decode().split("\r\n", 1)[0]  # the status line
 
     def send_json(self, message: dict[str, Any]) -> None:
-        payload = json.dumps(message).encode()
-        mask = os.urandom(4)
+        self._send(TEXT, json.dumps(message).encode())
+
+    def send_close(self, code: int = 1000) -> None:
+        self._send(CLOSE, struct.pack(">H", code))
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)  # a client's frames are masked (RFC 6455, 5.3)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         if len(payload) < 126:
-            head = struct.pack(">BB", 0x80 | TEXT, 0x80 | len(payload))
+            head = struct.pack(">BB", 0x80 | opcode, 0x80 | len(payload))
         else:
-            head = struct.pack(">BBH", 0x80 | TEXT, 0x80 | 126, len(payload))
+            head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, len(payload))
         self.sock.sendall(head + mask + masked)
 
     def read_until_close(self, frames: Frames, timeout_s: float) -> Frames:
@@ -60,27 +65,43 @@ class RawWebSocket:
         The receive buffer grows back to a usual size first, so what piled up in the
         gateway's socket comes through at loopback speed.
         """
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.grow_buffer()
         self.sock.settimeout(timeout_s)
-        while frames.close_code is None:
-            frame = self._next_frame()
-            if frame is None:
-                return frames
-            opcode, payload = frame
-            if opcode == TEXT:
-                message = json.loads(payload)
-                frames.texts.append(message)
-                frames.order.append(message["type"])
-            elif opcode == BINARY:
-                frames.binaries.append(payload)
-                frames.order.append("audio")
-            elif opcode == CLOSE:
-                frames.close_code = struct.unpack(">H", payload[:2])[0] if payload else 1005
-                frames.close_reason = payload[2:].decode()
+        while frames.close_code is None and self._read_one(frames):
+            pass
+        return frames
+
+    def grow_buffer(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def read_until(self, message_type: str, frames: Frames, timeout_s: float) -> Frames:
+        """Read every frame up to and with the first message of ``message_type``."""
+        self.sock.settimeout(timeout_s)
+        while message_type not in frames.order:
+            if not self._read_one(frames):
+                raise AssertionError(f"the socket ended before {message_type!r}: {frames.order}")
         return frames
 
     def close(self) -> None:
         self.sock.close()
+
+    def _read_one(self, frames: Frames) -> bool:
+        """One frame into ``frames``; False at EOF or the timeout."""
+        frame = self._next_frame()
+        if frame is None:
+            return False
+        opcode, payload = frame
+        if opcode == TEXT:
+            message = json.loads(payload)
+            frames.texts.append(message)
+            frames.order.append(message["type"])
+        elif opcode == BINARY:
+            frames.binaries.append(payload)
+            frames.order.append("audio")
+        elif opcode == CLOSE:
+            frames.close_code = struct.unpack(">H", payload[:2])[0] if payload else 1005
+            frames.close_reason = payload[2:].decode()
+        return True
 
     def _next_frame(self) -> tuple[int, bytes] | None:
         if not self._fill(2):

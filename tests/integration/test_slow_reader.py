@@ -96,6 +96,44 @@ async def test_a_reader_that_never_comes_back_is_dropped_after_the_grace(
     assert 0 < balance.committed < len(ANSWER)
 
 
+async def test_a_barge_in_while_a_write_waits_on_the_socket_counts_that_write_as_heard(
+    gateway: Gateway,
+) -> None:
+    """The frame the gateway is writing when the client barges in reaches it before
+    ``interrupted``: it is part of ``played_ms``, and of what is charged."""
+    client = await start_turn(gateway, "fast")
+    async with asyncio.timeout(10):  # reads nothing until the gateway's writes wait
+        while not gateway.services.connections:
+            await asyncio.sleep(0.01)
+        (conn,) = gateway.services.connections
+        while conn.transport is None or conn.transport.get_write_buffer_size() == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # well inside the 1 s stall limit
+    assert conn.transport.get_write_buffer_size() > 0  # a write is waiting on the client
+    client.send_json({"type": "interrupt"})
+    client.grow_buffer()
+    frames = await asyncio.to_thread(client.read_until, "interrupted", Frames(), 10)
+    assert frames.order[-1] == "interrupted"
+    assert "error" not in frames.order
+    interrupted = frames.texts[-1]
+    audio_ms = sum(len(unpack_audio_frame(b)[4]) for b in frames.binaries) / 48
+    assert audio_ms > 200
+    # Everything the client got before ``interrupted`` counts as delivered, to the sample.
+    assert abs(interrupted["played_ms"] - audio_ms) < 1
+    heard, charged = interrupted["heard"], interrupted["usage"]["characters"]
+    assert interrupted["usage"]["audio_ms"] == pytest.approx(audio_ms, abs=1)
+    assert heard + interrupted["unheard"] == ANSWER
+    assert 0 < charged <= len(heard.strip())
+    client.send_close()
+    frames = await asyncio.to_thread(client.read_until_close, frames, 10)
+    client.close()
+    assert frames.close_code == 1000
+    assert frames.order[-1] == "interrupted"  # nothing of the turn after it
+    await wait_until_no_session(gateway)
+    account = await account_of(gateway.services, gateway.api_key)
+    await assert_ledger_exact(gateway.services, {account: charged})
+
+
 async def wait_until_no_session(gateway: Gateway, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while gateway.services.live_sessions or gateway.services.connections:

@@ -275,9 +275,19 @@ class Outbound:
         self._changed.set()
 
     def sent_ms(self, context_id: str) -> float | None:
-        """How far into a context's audio the socket has taken it; None if not known."""
+        """How far into a context's audio the socket has taken it; None if not known.
+
+        The frame the sender is writing counts: its write may wait for the client to read,
+        but it is never taken back, so the client gets it before anything queued now.
+        """
         stream = self._streams.get(context_id)
-        return stream.sent_ms if stream is not None else None
+        if stream is None:
+            return None
+        writing = self._writing
+        if writing is not None and self._is_audio_of(writing, context_id):
+            assert writing.media_s is not None
+            return max(stream.sent_ms, writing.media_s * 1000 + writing.audio_ms)
+        return stream.sent_ms
 
     # -- helpers ----------------------------------------------------------------------
 
