@@ -129,14 +129,30 @@ async def test_voices_are_kept_apart_per_account(gateway: Gateway) -> None:
             )
         ).audio
         voice = await tts.clone_voice("Mine", reference, language="en", gender="female")
-        assert [v.id async for v in tts.iter_voices()] == [voice.id]
+        (listed,) = [v async for v in tts.iter_voices()]
+        assert listed.id == voice.id
         assert [v.id async for v in other.iter_voices()] == []
+        # The reference audio comes through the gateway, to the voice's owner only.
+        ref_url = f"{gateway.url}/api/tts/voices/{voice.id}/ref_audio"
+        assert listed.ref_audio_url == ref_url
+        async with aiohttp.ClientSession() as http:
+            mine = {"Authorization": f"Bearer {gateway.api_key}"}
+            fetched = await http.get(ref_url, headers=mine)
+            assert fetched.status == 200
+            assert await fetched.read() == reference
+            assert (await http.get(ref_url)).status == 401
+            theirs = {"Authorization": "Bearer vg_other_key_0123456789"}
+            foreign = await http.get(ref_url, headers=theirs)
+            assert (foreign.status, (await foreign.json())["error"]) == (404, "voice_not_found")
         with pytest.raises(UpstreamError) as foreign:
             await other.delete_voice(voice.id)
         assert foreign.value.status == 404
         renamed = await tts.update_voice(voice.id, VoiceUpdate(name="Renamed"))
         assert renamed.name == "Renamed"
         assert await tts.delete_voice(voice.id) == voice.id
+        async with aiohttp.ClientSession() as http:
+            gone = await http.get(ref_url, headers=mine)
+            assert (gone.status, (await gone.json())["error"]) == (404, "voice_not_found")
         presets = await tts.list_presets()
         assert len(presets) == 17
 

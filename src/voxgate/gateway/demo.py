@@ -83,7 +83,7 @@ class DemoPage:
     async def voices(self, request: web.Request) -> web.Response:
         principal = await self._dev(request)
         presets = await self.services.upstream_client.list_presets()
-        mine = await self.rest.voices_of(principal, 1, 100)
+        mine = await self.rest.voices_of(request, principal, 1, 100)
         balance = await self.services.ledger.balance(principal.account_id)
         return ok(
             {"presets": presets, "mine": mine["voices"], "balance_available": balance.available}

@@ -260,6 +260,13 @@ def _paths() -> dict[str, dict[str, Any]]:
             "patch": _op("Update a saved voice", body=_UPDATE),
             "delete": _op("Delete a saved voice"),
         },
+        "/api/tts/voices/{voice_id}/ref_audio": {
+            "get": _op(
+                "The reference audio a saved voice was cloned from (its ref_audio_url)",
+                ok="The audio, with the upstream's content type",
+                answer="audio/*",
+            )
+        },
         "/v1/dev/client_token": {
             "post": _op(
                 "Demo page: a client token from the dev key (loopback callers, dev tokens on)",

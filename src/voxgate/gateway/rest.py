@@ -8,7 +8,9 @@ saved voices are kept apart per account.
 
 A generation's ``audio_url`` is the gateway's own ``/api/tts/audio/{id}``: the upstream's
 URL may point where callers cannot go (the embedded engine's loopback port), so the
-gateway remembers it for an hour and streams that audio to the account that made it.
+gateway remembers it for an hour and streams that audio to the account that made it. A
+saved voice's ``ref_audio_url`` is likewise ``/api/tts/voices/{id}/ref_audio``, streamed
+from the upstream's URL to the voice's owner.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from voxgate.upstream.engine.validation import (
     speech_params,
     update_params,
 )
-from voxgate.upstream.models import MAX_SAVED_VOICES
+from voxgate.upstream.models import MAX_SAVED_VOICES, Voice
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,7 @@ class VoxtralCompatible:
             web.get(f"{p}/voices/presets", self.list_presets),
             web.patch(f"{p}/voices/{{voice_id}}", self.update_voice),
             web.delete(f"{p}/voices/{{voice_id}}", self.delete_voice),
+            web.get(f"{p}/voices/{{voice_id}}/ref_audio", self.voice_ref_audio),
             web.get(f"{p}/audio/{{audio_id}}", self.audio),
         ]
 
@@ -222,9 +225,26 @@ class VoxtralCompatible:
         link = await self.audio_links.get(request.match_info["audio_id"])
         if link is None or link.account_id != principal.account_id:
             raise InvalidInput("no such generation (its audio is kept an hour)", code="not_found")
+        return await self._relay_from(request, link.url)
+
+    async def voice_ref_audio(self, request: web.Request) -> web.StreamResponse:
+        """The reference audio a saved voice was cloned from, to the voice's owner."""
+        principal = await self._auth(request)
+        voice_id = await self._owned(principal, request)
+        url = None
+        async for voice in self.services.upstream_client.iter_voices():
+            if voice.id == voice_id:
+                url = voice.ref_audio_url
+                break
+        if url is None:
+            raise InvalidInput("the upstream keeps no reference audio for it", code="not_found")
+        return await self._relay_from(request, url)
+
+    async def _relay_from(self, request: web.Request, url: str) -> web.StreamResponse:
+        """Stream the upstream's audio at ``url`` to the caller, as it comes."""
         config = self.services.upstream_client.config
         # The upstream's key goes only to its own base URL, never where it redirects.
-        own = link.url.startswith(config.base_url.rstrip("/") + "/")
+        own = url.startswith(config.base_url.rstrip("/") + "/")
         headers = {"Accept-Encoding": "identity"}  # relayed as is, Content-Length and all
         if own and config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -233,7 +253,7 @@ class VoxtralCompatible:
         )
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as http:
             try:
-                upstream = await http.get(link.url, headers=headers, allow_redirects=not own)
+                upstream = await http.get(url, headers=headers, allow_redirects=not own)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamConnectionError(f"upstream audio unreachable: {exc!r}") from exc
             async with upstream:
@@ -267,16 +287,22 @@ class VoxtralCompatible:
     async def list_voices(self, request: web.Request) -> web.Response:
         principal = await self._auth(request)
         page, limit = paging(dict(request.query))
-        return ok(await self.voices_of(principal, page, limit))
+        return ok(await self.voices_of(request, principal, page, limit))
 
-    async def voices_of(self, principal: Principal, page: int, limit: int) -> dict[str, Any]:
-        """A page of ``principal``'s saved voices, newest first, as /voices/mine lists them."""
+    async def voices_of(
+        self, request: web.Request, principal: Principal, page: int, limit: int
+    ) -> dict[str, Any]:
+        """A page of ``principal``'s saved voices, newest first, as /voices/mine lists them.
+
+        A voice's ``ref_audio_url`` is the gateway's, answered for ``request``'s host.
+        """
         mine = list(reversed(await self.owners.voices(principal.account_id)))  # newest first
         wanted = mine[(page - 1) * limit : page * limit]
         found = {
             v.id: v async for v in self.services.upstream_client.iter_voices() if v.id in wanted
         }
-        voices = [_voice_json(found[v]) for v in wanted if v in found]
+        base = f"{request.scheme}://{request.host}{API_PREFIX}"
+        voices = [_voice_json(found[v], base) for v in wanted if v in found]
         return {"voices": voices, "total": len(mine), "page": page, "limit": limit}
 
     async def list_presets(self, request: web.Request) -> web.Response:
@@ -368,12 +394,14 @@ def _rest_session(principal: Principal) -> str:
     return f"rest:{principal.key_id}"
 
 
-def _voice_json(voice: Any) -> dict[str, Any]:
+def _voice_json(voice: Voice, base: str) -> dict[str, Any]:
+    # The upstream's own URL may be unreachable for callers, or carry its credentials.
+    ref_audio_url = f"{base}/voices/{voice.id}/ref_audio" if voice.ref_audio_url else None
     return {
         "id": voice.id,
         "name": voice.name,
         "mistral_voice_id": voice.mistral_voice_id,
-        "ref_audio_url": voice.ref_audio_url,
+        "ref_audio_url": ref_audio_url,
         "language": voice.language,
         "gender": voice.gender,
         "tags": list(voice.tags),
