@@ -287,7 +287,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "VOXTRAL_TOTAL_TIMEOUT",
         "120",
-        "Seconds one upstream request may take in all",
+        "Seconds one upstream request may keep the gateway waiting in all (not counting "
+        "while its listener is behind)",
         "upstream.total_timeout",
         float,
     ),

@@ -61,6 +61,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return await _sse(request, DELTA, DONE)
     if fault == "trickle":
         return await _sse(request, *([DELTA] * 40), DONE, pause=0.1)
+    if fault == "brisk":
+        return await _sse(request, *([DELTA] * 20), DONE, pause=0.02)
     if fault == "odd-bytes":
         odd = base64.b64encode(b"\1\2\3")
         return await _sse(

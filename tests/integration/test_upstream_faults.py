@@ -3,6 +3,7 @@ realtime client of the gateway observes when that upstream stalls mid-stream."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -180,6 +181,19 @@ async def test_total_deadline_bounds_a_trickling_stream(faulty: Upstream) -> Non
     # 40 deltas 0.1 s apart never trip a per-read timeout, only the 2 s total deadline.
     with pytest.raises(UpstreamTimeout, match="total"):
         await collect(faulty, "trickle")
+
+
+async def test_the_total_deadline_does_not_count_while_the_caller_is_not_reading(
+    faulty: Upstream,
+) -> None:
+    # 20 deltas over 0.4 s, read by a caller whose listener falls behind for longer than
+    # the 2 s total: the stream waits in flow control, and the upstream was quick.
+    received = []
+    async for chunk in faulty.stream(speech("brisk")):
+        received.append(chunk.data)
+        if len(received) == 2:
+            await asyncio.sleep(2.3)
+    assert len(b"".join(received)) == 20 * DELTA_BYTES
 
 
 async def test_a_stream_that_stalls_fails_after_the_idle_timeout(faulty: Upstream) -> None:

@@ -306,17 +306,18 @@ class Upstream:
 
 class _Deadlines:
     """One request's deadlines, on the event loop's clock: its first audio within the
-    first-byte timeout, then no silence longer than the idle timeout, all within the total.
+    first-byte timeout, then no silence longer than the idle timeout, and no more than the
+    total timeout spent waiting in all.
 
     Only a wait in progress is timed: while the caller does not read (its listener is
-    behind), the stream waits in TCP's flow control and no silence is counted.
+    behind, or away until it resumes), the stream waits in TCP's flow control, and neither
+    silence nor the total counts that time. The total bounds what the upstream takes.
     """
 
     def __init__(self, config: UpstreamConfig) -> None:
-        now = time.monotonic()
         self._config = config
-        self._first_byte_at = now + config.first_byte_timeout
-        self._total_at = now + config.total_timeout
+        self._first_byte_at = time.monotonic() + config.first_byte_timeout
+        self._waited = 0.0  # seconds spent in ``wait``
         self._audio_bytes: int | None = None  # None until the first audio
 
     def audio(self, nbytes: int) -> None:
@@ -326,13 +327,14 @@ class _Deadlines:
     async def wait(self, awaitable: Any) -> Any:
         now = time.monotonic()
         if self._audio_bytes is None:
-            until, which = self._first_byte_at, "first-byte"
+            limit, which = self._first_byte_at - now, "first-byte"
         else:
-            until, which = now + self._config.idle_timeout, "idle"
-        if self._total_at <= until:
-            until, which = self._total_at, "total"
+            limit, which = self._config.idle_timeout, "idle"
+        total_left = self._config.total_timeout - self._waited
+        if total_left <= limit:
+            limit, which = total_left, "total"
         try:
-            async with asyncio.timeout(max(until - now, 0.0)):
+            async with asyncio.timeout(max(limit, 0.0)):
                 return await awaitable
         except TimeoutError as exc:
             raise self._expired(which) from exc
@@ -340,6 +342,8 @@ class _Deadlines:
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamConnectionError(f"upstream connection broke: {exc!r}") from exc
+        finally:
+            self._waited += time.monotonic() - now
 
     def _expired(self, which: str) -> UpstreamTimeout:
         if which == "idle":
