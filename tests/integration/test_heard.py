@@ -14,7 +14,8 @@ chunks both turns share are compared to make sure of it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,10 @@ import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from tests.fakes.plivo_call import PlivoCall
+from tests.fakes.telnyx_call import TelnyxCall
 from tests.fakes.twilio_call import TwilioCall
+from tests.fakes.vonage_call import VonageCall
 from tests.gateway_harness import Gateway, Received, receive_until
 from tests.ledger_checks import account_of, assert_ledger_exact
 from tests.telephony_agent import open_agent, stream_url
@@ -354,8 +358,48 @@ async def test_webrtc_heard_is_what_the_peer_received(
 # -- telephony --------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def phone_call(
+    provider: str, http: aiohttp.ClientSession, gateway: Gateway, session_id: str, token: str
+) -> AsyncIterator[Any]:
+    """A call of ``provider`` attached to the session, as the provider opens its stream."""
+    url = stream_url(gateway, provider)
+    call: Any
+    if provider in ("twilio", "telnyx"):
+        kind = TwilioCall if provider == "twilio" else TelnyxCall
+        params = {"session_id": session_id, "token": token}
+        async with kind.connect(
+            http, url, custom_parameters=params, send_caller_audio=False
+        ) as call:
+            yield call
+    elif provider == "plivo":
+        headers = f"sessionId={session_id};token={token}"
+        async with PlivoCall.connect(
+            http, url, extra_headers=headers, send_caller_audio=False
+        ) as call:
+            yield call
+    else:
+        endpoint = {"session_id": session_id, "token": token}
+        async with VonageCall.connect(http, url, headers=endpoint, send_caller_audio=False) as call:
+            yield call
+
+
+def marks_of(call: Any) -> tuple[list[Any], list[Any]]:
+    """The marks the gateway sent on the call, and those the phone echoed: each provider
+    names them its own way (mark, checkpoint, notify)."""
+    for sent, echoed in (
+        ("marks_received", "marks_echoed"),
+        ("checkpoints_received", "checkpoints_echoed"),
+        ("notifies_received", "notifies_echoed"),
+    ):
+        if hasattr(call, sent):
+            return getattr(call, sent), getattr(call, echoed)
+    raise AssertionError(f"{type(call).__name__} keeps no marks")
+
+
+@pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo", "vonage"])
 async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
-    http: aiohttp.ClientSession, gateway: Gateway
+    http: aiohttp.ClientSession, gateway: Gateway, provider: str
 ) -> None:
     """The phone echoed the mark at the end of the first chunk, then had nothing to play
     for a while; the second chunk plays, and the caller barges in before its first mark
@@ -364,29 +408,23 @@ async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
     split there by the marks."""
     whole = await spoken_whole(http, gateway, FIRST, SECOND)
     agent, token = await open_agent(http, gateway)
-    params = {"session_id": agent.session_id, "token": token}
-    async with TwilioCall.connect(
-        http, stream_url(gateway, "twilio"), custom_parameters=params, send_caller_audio=False
-    ) as call:
+    async with phone_call(provider, http, gateway, agent.session_id, token) as call:
+        sent, echoed = marks_of(call)
         await agent.wait("telephony.attached")
         await agent.say(FIRST, close=False)
         await agent.wait("chunk.ended")
         first_end = whole[0]["end_ms"]
         await call.wait_for(
-            lambda: (
-                call.played_ms() >= first_end - 40
-                and call.marks_received
-                and len(call.marks_echoed) == len(call.marks_received)
-            ),
+            lambda: call.played_ms() >= first_end - 40 and sent and len(echoed) == len(sent),
             timeout=30,
         )
         echoed_ms = call.played_ms()  # the last mark was echoed once all before it played
         await asyncio.sleep(1.0)  # the phone has nothing to play meanwhile
         assert call.played_ms() == echoed_ms
         await agent.say(SECOND, close=False)
-        marks_before = len(call.marks_echoed)
+        marks_before = len(echoed)
         await call.wait_for(lambda: call.played_ms() >= echoed_ms + 300, timeout=30)
-        assert len(call.marks_echoed) == marks_before  # none echoed in the second chunk yet
+        assert len(echoed) == marks_before  # none echoed in the second chunk yet
         await agent.ws.send_json({"type": "interrupt"})
         await call.wait_for(lambda: call.clears, timeout=5)
         phone_ms = call.played_ms()  # it stopped at the clear
@@ -394,7 +432,9 @@ async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
         assert not call.protocol_errors
     await agent.close()
     position = interrupted["played_ms"]
-    assert echoed_ms <= position <= phone_ms + 5  # network delay, at most
+    # The gateway counts a stretch from when it sent it, the phone from when it got it: the
+    # position may run ahead by that delay (here the fake's own, on a loaded machine).
+    assert echoed_ms <= position <= phone_ms + 25
     assert_split(interrupted, marks_of_turn(agent.messages, whole), position, position)
     await assert_charged(gateway, interrupted, whole)
 
