@@ -92,11 +92,12 @@ async def test_the_scrape_shows_the_collectors_sweeps() -> None:
         await asyncio.sleep(0.05)  # one closed of two: no sweep yet
         text = Metrics().render()[0].decode()
         assert "voxgate_media_gc_closed_peers 1.0" in text
-        assert "voxgate_media_gc_sweeps 0.0" in text
+        assert "voxgate_media_gc_sweeps_total 0.0" in text
+        assert "# TYPE voxgate_media_gc_sweeps_total counter" in text
         collector.disconnected()
         await asyncio.sleep(0.05)
         text = Metrics().render()[0].decode()
-        assert "voxgate_media_gc_sweeps 1.0" in text
+        assert "voxgate_media_gc_sweeps_total 1.0" in text
         assert "voxgate_media_gc_closed_peers 0.0" in text
     finally:
         MediaCollector.uninstall()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.sessions.settlements import SettlementStats
@@ -25,6 +27,25 @@ class WebrtcSample:
     clock_streams: int
     clock_late_p99_s: float  # the media clock's step lateness, last 3000 steps
     clock_skipped_ticks: int  # steps given up to stalls since the clock was made
+
+
+class ReadCounter(Collector):
+    """A counter that another part keeps (the media clock, the collector, settlements),
+    its value read at each scrape: exposed as a counter, ``_total``, so ``rate()`` works."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.value = 0.0
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
 
 
 class Metrics:
@@ -116,15 +137,15 @@ class Metrics:
             "Media clock step lateness, p99 of the last 3000 steps",
             registry=r,
         )
-        self.media_clock_skipped = Gauge(
-            "voxgate_media_clock_skipped_ticks",
+        self.media_clock_skipped = ReadCounter(
+            "voxgate_media_clock_skipped_ticks_total",
             "Media clock steps given up to stalls since the process started",
-            registry=r,
+            r,
         )
-        self.media_gc_sweeps = Gauge(
-            "voxgate_media_gc_sweeps",
+        self.media_gc_sweeps = ReadCounter(
+            "voxgate_media_gc_sweeps_total",
             "Sweeps of the media collector since the process started (VOXGATE_MEDIA_GC_FREEZE)",
-            registry=r,
+            r,
         )
         self.media_gc_last_sweep = Gauge(
             "voxgate_media_gc_last_sweep_seconds",
@@ -153,15 +174,15 @@ class Metrics:
             "Credits of the settlements waiting for the store",
             registry=r,
         )
-        self.settlement_retries = Gauge(
-            "voxgate_settlement_retries",
+        self.settlement_retries = ReadCounter(
+            "voxgate_settlement_retries_total",
             "Settlement sends that found the store unavailable, since the process started",
-            registry=r,
+            r,
         )
-        self.settlements_lost = Gauge(
-            "voxgate_settlements_lost",
+        self.settlements_lost = ReadCounter(
+            "voxgate_settlements_lost_total",
             "Commits that found their hold gone (expired or lost by the store): not charged",
-            registry=r,
+            r,
         )
         # Set by the WHEP endpoint: read at each scrape, so the audio path never waits on it.
         self.webrtc_sampler: Callable[[], WebrtcSample] | None = None
