@@ -23,13 +23,14 @@ import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from tests.delay_proxy import DelayProxy
 from tests.fakes.plivo_call import PlivoCall
 from tests.fakes.telnyx_call import TelnyxCall
 from tests.fakes.twilio_call import TwilioCall
 from tests.fakes.vonage_call import VonageCall
 from tests.gateway_harness import Gateway, Received, receive_until
 from tests.ledger_checks import account_of, assert_ledger_exact
-from tests.telephony_agent import open_agent, stream_url
+from tests.telephony_agent import LONG, open_agent, stream_url
 from voxgate.gateway.protocol import unpack_audio_frame
 from voxgate.gateway.webrtc.track import OPUS_SILENCE
 
@@ -43,6 +44,7 @@ TEXT = FIRST + SECOND
 # ms at most, measured over a chunk of 2.6 s); marks scale with it.
 ENGINE_SPREAD_MS = 10.0
 PCM_24K = {"encoding": "pcm_s16le", "sample_rate": 24000}
+ONE_WAY_S = 0.060  # between the gateway and a provider, in the round-trip test
 
 Chunk = dict[str, Any]  # a `chunk.ended` message
 
@@ -360,10 +362,19 @@ async def test_webrtc_heard_is_what_the_peer_received(
 
 @asynccontextmanager
 async def phone_call(
-    provider: str, http: aiohttp.ClientSession, gateway: Gateway, session_id: str, token: str
+    provider: str,
+    http: aiohttp.ClientSession,
+    gateway: Gateway,
+    session_id: str,
+    token: str,
+    *,
+    via_port: int | None = None,
 ) -> AsyncIterator[Any]:
-    """A call of ``provider`` attached to the session, as the provider opens its stream."""
+    """A call of ``provider`` attached to the session, as the provider opens its stream
+    (through the local port ``via_port``, a relay, if given)."""
     url = stream_url(gateway, provider)
+    if via_port is not None:
+        url = f"ws://127.0.0.1:{via_port}/v1/telephony/{provider}"
     call: Any
     if provider in ("twilio", "telnyx"):
         kind = TwilioCall if provider == "twilio" else TelnyxCall
@@ -397,6 +408,17 @@ def marks_of(call: Any) -> tuple[list[Any], list[Any]]:
     raise AssertionError(f"{type(call).__name__} keeps no marks")
 
 
+async def barge_in(agent: Any, call: Any) -> tuple[float, dict[str, Any]]:
+    """The agent interrupts: what the phone had played when the clear reached it, and the
+    ``interrupted`` the agent got."""
+    await agent.ws.send_json({"type": "interrupt"})
+    await call.wait_for(lambda: call.clears, timeout=5)
+    phone_ms: float = call.played_ms()  # it stopped at the clear
+    interrupted: dict[str, Any] = await agent.wait("interrupted")
+    assert not call.protocol_errors
+    return phone_ms, interrupted
+
+
 @pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo", "vonage"])
 async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
     http: aiohttp.ClientSession, gateway: Gateway, provider: str
@@ -425,18 +447,39 @@ async def test_call_heard_follows_the_echoed_marks_and_what_the_phone_played(
         marks_before = len(echoed)
         await call.wait_for(lambda: call.played_ms() >= echoed_ms + 300, timeout=30)
         assert len(echoed) == marks_before  # none echoed in the second chunk yet
-        await agent.ws.send_json({"type": "interrupt"})
-        await call.wait_for(lambda: call.clears, timeout=5)
-        phone_ms = call.played_ms()  # it stopped at the clear
-        interrupted = await agent.wait("interrupted")
-        assert not call.protocol_errors
+        phone_ms, interrupted = await barge_in(agent, call)
     await agent.close()
     position = interrupted["played_ms"]
-    # The gateway counts a stretch from when it sent it, the phone from when it got it: the
-    # position may run ahead by that delay (here the fake's own, on a loaded machine).
+    # The gateway counts a stretch from when it sent it, the phone from when it got it; the
+    # clear comes as late, unless the fake's loop, on a loaded machine, takes it later.
     assert echoed_ms <= position <= phone_ms + 25
     assert_split(interrupted, marks_of_turn(agent.messages, whole), position, position)
     await assert_charged(gateway, interrupted, whole)
+
+
+@pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo", "vonage"])
+async def test_call_heard_counts_the_round_trip_to_the_provider(
+    http: aiohttp.ClientSession, gateway: Gateway, provider: str
+) -> None:
+    """60 ms each way between the gateway and the provider, over a relay that holds every
+    byte that long. The caller barges in while a turn plays, marks echoed all along: what
+    the phone played until the clear reached it is what counts as heard, though the last
+    echo left the phone a round trip before the clear arrived there."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    agent, token = await open_agent(http, gateway)
+    async with (
+        DelayProxy(host, int(port), ONE_WAY_S) as relay,
+        phone_call(provider, http, gateway, agent.session_id, token, via_port=relay.port) as call,
+    ):
+        _, echoed = marks_of(call)
+        await agent.wait("telephony.attached")
+        await agent.say(LONG, close=False)
+        await call.wait_for(lambda: call.played_ms() > 2300 and len(echoed) >= 3, timeout=30)
+        phone_ms, interrupted = await barge_in(agent, call)
+    await agent.close()
+    # The relay's own pace and the loop's wake-ups blur it by a frame or so, no more.
+    assert abs(interrupted["played_ms"] - phone_ms) < 25, (interrupted["played_ms"], phone_ms)
+    assert LONG.startswith(interrupted["heard"])
 
 
 async def test_heard_keeps_the_space_the_text_had_across_a_flush(

@@ -252,6 +252,7 @@ class Cluster:
             self.client,
             headers=headers,
             already_read=already_read,
+            pass_pings=True,  # the owner times the round trip to the provider
         )
 
     async def redeem_ticket(self, headers: Mapping[str, str]) -> tuple[bool, Principal | None]:

@@ -134,13 +134,16 @@ async def proxy_socket(
     already_read: Sequence[str | bytes] = (),
     protocols: Sequence[str] = (),
     skip_first: Callable[[str | bytes], bool] | None = None,
+    pass_pings: bool = False,
 ) -> str:
     """Join the prepared socket ``ws`` to the owner's ``path`` until either side closes.
 
     ``headers`` go with the handshake (the hop-by-hop ones are the proxy's own).
     ``skip_first`` drops the owner's first message when it says so (the owner greets the
-    socket as a new one, and the client has been greeted here already). Returns the side
-    that closed first: ``client`` or ``owner``.
+    socket as a new one, and the client has been greeted here already). ``pass_pings``
+    (``ws`` made with ``autoping=False``): pings and pongs go through both ways, so each
+    end times the round trip to the other. Returns the side that closed first: ``client``
+    or ``owner``.
     """
     sent_headers = {
         name: value
@@ -155,6 +158,7 @@ async def proxy_socket(
             headers=sent_headers,
             protocols=tuple(protocols),
             heartbeat=20.0,
+            autoping=not pass_pings,
             max_msg_size=0,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CONNECT_TIMEOUT_S),
         )
@@ -204,6 +208,10 @@ async def _pipe(
             if not (first and skip_first is not None and skip_first(message.data)):
                 await _send(sink, message.data)
             first = False
+        elif message.type is WSMsgType.PING:  # only when passed through (no autoping)
+            await sink.ping(message.data)
+        elif message.type is WSMsgType.PONG:
+            await sink.pong(message.data)
         elif message.type is WSMsgType.CLOSE:
             reason = message.extra if isinstance(message.extra, str) else ""
             return int(message.data), reason.encode()[:120]

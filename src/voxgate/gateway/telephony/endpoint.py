@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from voxgate.gateway.telephony.dialect import (
 )
 from voxgate.gateway.telephony.leg import CallLeg
 from voxgate.gateway.telephony.plivo import PlivoDialect
+from voxgate.gateway.telephony.round_trip import RoundTrip, keep_timing
 from voxgate.gateway.telephony.telnyx import TelnyxDialect
 from voxgate.gateway.telephony.twilio import TwilioDialect, signature_matches
 from voxgate.gateway.telephony.vonage import VonageDialect
@@ -76,7 +78,8 @@ class TelephonyEndpoint:
         return await self._run(request, TwilioDialect())
 
     async def _run(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=20.0)
+        # Pings and pongs are handled here: the pongs time the round trip to the provider.
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=20.0, autoping=False)
         await ws.prepare(request)
         try:
             read: list[str | bytes] = []
@@ -99,9 +102,12 @@ class TelephonyEndpoint:
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
             return ws
         reason = "dropped"
+        round_trip = RoundTrip()
+        pinger = asyncio.create_task(keep_timing(ws, round_trip), name="call-pings")
         try:
-            reason = await self._relay(ws, dialect, leg, connection, started)
+            reason = await self._relay(ws, dialect, leg, connection, started, round_trip)
         finally:
+            pinger.cancel()
             # Detached first: the turn stops at what the caller heard, while the leg still
             # says what that is and before anything more is pushed into it.
             await connection.detach_call(leg, started.stream_id, reason)
@@ -118,6 +124,11 @@ class TelephonyEndpoint:
         async with asyncio.timeout(START_TIMEOUT_S):
             while True:
                 msg = await ws.receive()
+                if msg.type is WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    continue
+                if msg.type is WSMsgType.PONG:
+                    continue
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     raise ProtocolViolation("the stream ended before its start message")
                 read.append(msg.data)
@@ -159,9 +170,17 @@ class TelephonyEndpoint:
         leg: CallLeg,
         connection: RealtimeConnection,
         started: CallStarted,
+        round_trip: RoundTrip,
     ) -> str:
         """Until the call's stream ends; why it ended."""
         async for msg in ws:
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type is WSMsgType.PONG:
+                if round_trip.pong(msg.data, time.monotonic()):
+                    leg.round_trip_ms = round_trip.ms
+                continue
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             try:

@@ -6,9 +6,11 @@ so that a ``clear`` drops little and what was sent is nearly what was heard. The
 playout is modelled from what was sent (it plays in real time from the first frame of a
 talkspurt) and corrected by marks: one after each chunk and at least every ``MARK_EVERY_MS``
 of audio, each naming its position on its context's timeline. The provider echoes a mark
-once the audio before it has played, so the last echo plus the time since is what the
-caller has heard. A ``clear`` makes the provider echo every pending mark at once: the
-context's generation moves on first, so those echoes say nothing about the next turn.
+once the audio before it has played, so the last echo plus the time since, plus the round
+trip to the provider (the echo's way back, the clear's way there), is what the caller has
+heard by the time a clear stops it. A ``clear`` makes the provider echo every pending mark
+at once: the context's generation moves on first, so those echoes say nothing about the
+next turn.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class CallLeg:
         self._clears = 0  # clears owed to the provider
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        # The network round trip to the provider, as its pongs time it (0: not known).
+        self.round_trip_ms = 0.0
         self._sent_total_ms = 0.0  # all audio sent, on the phone's playout
         self._play_anchor: float | None = None  # when the phone would reach 0 of that
         self._sender = asyncio.create_task(self._send_loop(), name="call-leg")
@@ -212,9 +216,11 @@ class CallLeg:
         estimate = turn.sent_ms - (self._sent_total_ms - self._phone_ms(now))
         if turn.heard is not None:
             # An echoed mark is proof the phone got there; the time since it is playing
-            # time only while there was audio to play.
+            # time only while there was audio to play. The phone was there when the echo
+            # left it, and plays on until the clear reaches it: a round trip more.
             position, at = turn.heard
-            estimate = max(position, min(estimate, position + (now - at) * 1000))
+            since_ms = (now - at) * 1000 + self.round_trip_ms
+            estimate = max(position, min(estimate, position + since_ms))
         elif self.dialect.marks:
             estimate = min(estimate, (now - turn.first_sent_at) * 1000)
         return max(0.0, min(turn.sent_ms, estimate))
