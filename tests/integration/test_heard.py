@@ -14,6 +14,7 @@ chunks both turns share are compared to make sure of it).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -480,6 +481,12 @@ async def test_call_heard_counts_the_round_trip_to_the_provider(
     # The relay's own pace and the loop's wake-ups blur it by a frame or so, no more.
     assert abs(interrupted["played_ms"] - phone_ms) < 25, (interrupted["played_ms"], phone_ms)
     assert LONG.startswith(interrupted["heard"])
+    # The operator sees the round trips the gateway timed: each at least the relay's two ways.
+    scraped = await (await http.get(f"{gateway.url}/metrics")).text()
+    count = float(re.search(r"^voxgate_call_round_trip_seconds_count (\S+)$", scraped, re.M)[1])
+    total = float(re.search(r"^voxgate_call_round_trip_seconds_sum (\S+)$", scraped, re.M)[1])
+    assert count >= 1
+    assert total / count >= 2 * ONE_WAY_S
 
 
 async def test_heard_keeps_the_space_the_text_had_across_a_flush(

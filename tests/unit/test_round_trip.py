@@ -16,6 +16,7 @@ def test_a_pong_answering_a_ping_is_a_sample_and_the_estimate_is_the_least_of_th
     slow = timing.ping(12.0)
     assert timing.pong(slow, 12.300)  # queued behind something: the estimate keeps 120
     assert timing.ms == pytest.approx(120, abs=1e-6)
+    assert timing.last_s == pytest.approx(0.3)
     for k in range(KEPT):  # the 120 ms sample ages out of the window
         assert timing.pong(timing.ping(20.0 + k), 20.0 + k + 0.150)
     assert timing.ms == pytest.approx(150, abs=1e-6)

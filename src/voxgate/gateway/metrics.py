@@ -91,6 +91,12 @@ class Metrics:
             "voxgate_errors_total", "Errors sent to clients, by code", ["code"], registry=r
         )
         self.interrupts = Counter("voxgate_interrupts_total", "Barge-ins", registry=r)
+        self.call_round_trip = Histogram(
+            "voxgate_call_round_trip_seconds",
+            "Round trips to a telephony provider, timed by pings on its media streams",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.sessions_detached = Counter(
             "voxgate_sessions_detached_total",
             "Sessions whose socket dropped without a close frame, kept for a resume",

@@ -180,6 +180,7 @@ class TelephonyEndpoint:
             if msg.type is WSMsgType.PONG:
                 if round_trip.pong(msg.data, time.monotonic()):
                     leg.round_trip_ms = round_trip.ms
+                    self.services.metrics.call_round_trip.observe(round_trip.last_s)
                 continue
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue

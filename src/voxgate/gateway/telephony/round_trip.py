@@ -52,6 +52,11 @@ class RoundTrip:
         return True
 
     @property
+    def last_s(self) -> float:
+        """The newest sample, in seconds; 0 until a pong came."""
+        return self._samples[-1] if self._samples else 0.0
+
+    @property
     def ms(self) -> float:
         """The round trip, in ms; 0 until a pong came."""
         return min(self._samples, default=0.0) * 1000
