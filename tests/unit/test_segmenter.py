@@ -931,6 +931,25 @@ def test_cuts_do_not_depend_on_tokens_without_the_time_bound(
     assert segment(text, opts, char_by_char(text)) == whole
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello\n\n............[...]::::::::::::::::Hello",  # speech after marks, past the cap
+        "Hello\n\n............[...]::::::::::::::::",  # none: the turn ends in marks
+    ],
+)
+def test_a_boundary_followed_by_marks_is_cut_the_same_whatever_the_tokens(text: str) -> None:
+    """Found by the property test above: the cut after "Hello" waited to see whether speech
+    followed the marks; once the cap allowed no more waiting it fell elsewhere, or for
+    another reason, than when the whole text came at once."""
+    opts = SegmenterOptions(first_min_chars=1, min_chars=1, max_chars=8)
+    whole = segment(text, opts)
+    assert whole[0] == Chunk("Hello\n", 0, 0, 6, "sentence")
+    for cut in range(1, len(text)):
+        assert segment(text, opts, [text[:cut], text[cut:]]) == whole, cut
+    assert segment(text, opts, char_by_char(text)) == whole
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), text=raw_texts)
 def test_normaliser_does_not_depend_on_tokens(data: st.DataObject, text: str) -> None:

@@ -270,9 +270,16 @@ class Segmenter:
                 return None  # not final yet, or too long: the length cut will decide
             if not final and self._may_become_item(found, scanned):
                 return None  # "Hello, 1.) Hello": a list item may start there
+            if not self._qualifies(found):
+                self._checked += 1
+                continue
+            if self._only_marks_after(found.pos):
+                if not final:
+                    return None  # what follows may still say something: wait for it
+                self._checked += 1
+                continue
             self._checked += 1
-            if self._qualifies(found):
-                return found.pos, "sentence" if found.strength == SENTENCE else "clause"
+            return found.pos, "sentence" if found.strength == SENTENCE else "clause"
         return None
 
     def _may_become_item(self, found: Boundary, scanned: int) -> bool:
@@ -289,7 +296,7 @@ class Segmenter:
             strength, least = SENTENCE, options.min_chars
         if found.nested or found.strength < strength or found.pos - self._start < least:
             return False
-        return self._speakable_before(found.pos) and not self._only_marks_after(found.pos)
+        return self._speakable_before(found.pos)
 
     def _only_marks_after(self, pos: int) -> bool:
         """Whether the text already received after ``pos`` is punctuation with nothing to say:
@@ -303,8 +310,25 @@ class Segmenter:
         # once its number is read ("oven 12. Mix" starts an item at "12").
         if self._scanner.scanned <= limit + (0 if final else ITEM_REACH):
             return None
+        waiting = self._waiting_boundary(limit)
+        if waiting is not None:  # as if what follows it had said something: see below
+            return waiting.pos, "sentence" if waiting.strength == SENTENCE else "clause"
         pos = self._best_boundary(limit) or self._last_word_start(limit) or self._hard_cut(limit)
         return pos, "length"
+
+    def _waiting_boundary(self, limit: int) -> Boundary | None:
+        """The boundary ``_boundary_cut`` waits at to see whether speech follows its marks.
+
+        The cap allows no more waiting, so the cut falls there: where it would have fallen
+        had speech come, and where the whole text, read at once, would have put it.
+        """
+        cands = self._scanner.boundaries
+        if self._checked >= len(cands):
+            return None
+        found = cands[self._checked]
+        if found.pos > min(self._scanner.scanned, limit) or not self._qualifies(found):
+            return None
+        return found if self._only_marks_after(found.pos) else None
 
     def _best_boundary(self, limit: int, least: int = 1) -> int | None:
         """The latest strongest boundary up to ``limit`` making a chunk of ``least`` chars."""
