@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import ClassVar
 
 from voxgate.sessions.markdown_reader import (
     LOOKAHEAD,
     NEWLINE_CHARS,
     NEWLINES,
-    Handler,
     MarkdownReader,
     Mode,
 )
@@ -38,18 +39,9 @@ _ALT_PLAIN = re.compile(f"[^\\[\\]{NEWLINE_CHARS}]+")
 class InlineSyntax(MarkdownReader):
     """The handlers of the modes inside a line: plain text, code spans, links and images."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._marks: dict[str, Handler] = {
-            "\\": self._escape,
-            "`": self._code_open,
-            "*": self._emphasis,
-            "_": self._emphasis,
-            "~": self._emphasis,
-            "[": self._bracket_open,
-            "]": self._bracket_close,
-            "!": self._bang,
-        }
+    # What each marker starts: the class's own functions, so that a reader holds no bound
+    # methods of itself (a cycle only the garbage collector could free). Set below.
+    _MARKS: ClassVar[dict[str, Callable[[InlineSyntax, bool], int | None]]]
 
     def _inline(self, final: bool) -> int | None:
         raw, pos = self._raw, self._pos
@@ -66,7 +58,7 @@ class InlineSyntax(MarkdownReader):
         if c == "|":
             self._emit(c)
             return 1
-        return self._marks[c](final)
+        return self._MARKS[c](self, final)
 
     def _escape(self, final: bool) -> int | None:
         after = self._peek(1)
@@ -219,3 +211,15 @@ class InlineSyntax(MarkdownReader):
         if not self._depth:
             self._mode = Mode.INLINE
         return 1
+
+
+InlineSyntax._MARKS = {
+    "\\": InlineSyntax._escape,
+    "`": InlineSyntax._code_open,
+    "*": InlineSyntax._emphasis,
+    "_": InlineSyntax._emphasis,
+    "~": InlineSyntax._emphasis,
+    "[": InlineSyntax._bracket_open,
+    "]": InlineSyntax._bracket_close,
+    "!": InlineSyntax._bang,
+}

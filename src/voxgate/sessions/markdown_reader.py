@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
 
-__all__ = ["LOOKAHEAD", "NEWLINES", "NEWLINE_CHARS", "Handler", "MarkdownReader", "Mode"]
+__all__ = ["LOOKAHEAD", "NEWLINES", "NEWLINE_CHARS", "MarkdownReader", "Mode"]
 
 NEWLINE_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 NEWLINES = frozenset(NEWLINE_CHARS)
@@ -26,10 +25,6 @@ _NEWLINE_RE = re.compile(f"[{NEWLINE_CHARS}]")
 # O(len(text)) and stops a stray marker from holding speech back for long.
 LOOKAHEAD = 64
 _WORD_PREFIX = 24  # how much of a word is kept to recognise a URL ("https://", "www.")
-
-Handler = Callable[[bool], int | None]
-"""Reads the raw text at the cursor (``final`` at the end of the turn): returns how much it
-consumed (0 when it only changed the mode), or None to wait for more text."""
 
 
 class Mode(enum.Enum):

@@ -20,9 +20,12 @@ with its rules in its docstring:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 from voxgate.sessions.markdown_blocks import BlockSyntax
 from voxgate.sessions.markdown_inline import InlineSyntax
-from voxgate.sessions.markdown_reader import Handler, Mode
+from voxgate.sessions.markdown_reader import Mode
 
 __all__ = ["TextNormaliser", "normalise"]
 
@@ -39,19 +42,11 @@ def normalise(text: str) -> str:
 class TextNormaliser(BlockSyntax, InlineSyntax):
     """:func:`normalise` computed incrementally: feed raw text, get what is certain."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._handlers: dict[Mode, Handler] = {
-            Mode.LINE_START: self._line_start,
-            Mode.AFTER_BULLET: self._after_bullet,
-            Mode.INLINE: self._inline,
-            Mode.CODE: self._code,
-            Mode.LINK_URL: self._link_url,
-            Mode.IMAGE_ALT: self._image_alt,
-            Mode.FENCE_LINE: self._fence_line,
-            Mode.FENCE_REST: self._fence_rest,
-            Mode.DROP_LINE: self._drop_line,
-        }
+    # The handler of each mode: it reads the raw text at the cursor (``final`` at the end
+    # of the turn) and returns how much it consumed (0 when it only changed the mode), or
+    # None to wait for more text. The class's own functions, so that a normaliser holds
+    # no bound methods of itself (a cycle only the garbage collector could free). Set below.
+    _HANDLERS: ClassVar[dict[Mode, Callable[[TextNormaliser, bool], int | None]]]
 
     @property
     def at_word_end(self) -> bool:
@@ -79,7 +74,7 @@ class TextNormaliser(BlockSyntax, InlineSyntax):
     def _run(self, final: bool) -> str:
         raw = self._raw
         while self._pos < len(raw):
-            consumed = self._handlers[self._mode](final)
+            consumed = self._HANDLERS[self._mode](self, final)
             if consumed is None:
                 break
             if consumed:
@@ -88,3 +83,16 @@ class TextNormaliser(BlockSyntax, InlineSyntax):
         out = "".join(self._out)
         self._out.clear()
         return out
+
+
+TextNormaliser._HANDLERS = {
+    Mode.LINE_START: TextNormaliser._line_start,
+    Mode.AFTER_BULLET: TextNormaliser._after_bullet,
+    Mode.INLINE: TextNormaliser._inline,
+    Mode.CODE: TextNormaliser._code,
+    Mode.LINK_URL: TextNormaliser._link_url,
+    Mode.IMAGE_ALT: TextNormaliser._image_alt,
+    Mode.FENCE_LINE: TextNormaliser._fence_line,
+    Mode.FENCE_REST: TextNormaliser._fence_rest,
+    Mode.DROP_LINE: TextNormaliser._drop_line,
+}
