@@ -113,6 +113,14 @@ class ChunkJob:
         """
         self._gate = gate
         self._task = asyncio.create_task(self._run(upstream, policy), name=f"chunk-{self.op_id}")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, _: asyncio.Task[None]) -> None:
+        # Let go of the task and the gate: a cancelled or failed task's traceback holds this
+        # job's frames, and the gate is the context's, which holds this job. Left as cycles,
+        # only the garbage collector would free them, with the audio they hold.
+        self._task = None
+        self._gate = None
 
     def take(self) -> bytes | OpusRun:
         """Everything received and not yet taken: PCM, or Opus packets."""

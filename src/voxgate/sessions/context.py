@@ -106,7 +106,10 @@ class Context:
         self.done_delivered = False
         # A context id may be reused for a later turn: the turn id keeps ledger ops apart.
         self._turn = uuid.uuid4().hex[:8]
-        self._task = asyncio.create_task(self._run(), name=f"context-{context_id}")
+        self._task: asyncio.Task[None] | None = asyncio.create_task(
+            self._run(), name=f"context-{context_id}"
+        )
+        self._task.add_done_callback(self._ended)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -178,7 +181,16 @@ class Context:
             job.cancel()
         self._settle_interrupted()
         self._wake.set()
-        await asyncio.gather(self._task, *(j.join() for j in self._jobs), return_exceptions=True)
+        await asyncio.gather(
+            *([self._task] if self._task else []),
+            *(j.join() for j in self._jobs),
+            return_exceptions=True,
+        )
+
+    def _ended(self, _: asyncio.Task[None]) -> None:
+        # A cancelled task's traceback holds this context's frames: let go of the task, so
+        # that no cycle is left for the garbage collector.
+        self._task = None
 
     # -- what the transport took -------------------------------------------------------
 

@@ -264,6 +264,7 @@ class Session:
         self._closed = True
         self._ready.set()
         await asyncio.gather(*(c.aclose() for c in self._contexts.values()))
+        self._contexts.clear()  # each refers back to the session: no cycle is left behind
 
     # -- helpers ----------------------------------------------------------------------
 

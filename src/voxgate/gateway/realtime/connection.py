@@ -128,6 +128,16 @@ class RealtimeConnection:
             self._forget_session_id()
             await self._shutdown()
             self.resume.release()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """The session is over: the connection lets go of its parts, which refer back to
+        it, so reference counting frees them all at once. Left as a cycle they would wait
+        for the garbage collector, and in a process that froze them (the media collector
+        does) for its next sweep, with the audio they hold."""
+        del self.reader, self.playback, self.sender, self.handover
+        del self.attach_webrtc, self.detach_webrtc, self.attach_call, self.detach_call
+        del self.caller_audio, self.caller_digit, self.claim, self.adopt
 
     def _forget_session_id(self) -> None:
         if self.services.live_sessions.get(self.session_id) is self:
@@ -251,6 +261,9 @@ class RealtimeConnection:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Done: a cancelled task's traceback holds the frames that refer back here.
+        self.tasks.clear()
+        self.sender.stop()
         if self.session is not None:
             await self.session.aclose()
         await self.sender.closed()

@@ -60,6 +60,7 @@ class Sender:
         """Until a slow reader's close is done with (the connection is ending)."""
         if self._closer is not None:
             await asyncio.gather(self._closer, return_exceptions=True)
+            self._closer = None
 
     async def _run(self) -> None:
         conn = self.conn

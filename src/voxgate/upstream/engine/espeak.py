@@ -163,7 +163,9 @@ class _Library:
         if job is None:
             return 1
         if count > 0 and wav:
-            job.chunks.append(np.ctypeslib.as_array(wav, (count,)).astype(np.int16))
+            # Copied out as bytes: numpy.ctypeslib.as_array leaves each pointer in a
+            # reference cycle, one per callback, for the garbage collector to find.
+            job.chunks.append(np.frombuffer(ctypes.string_at(wav, count * 2), dtype=np.int16))
         index = 0
         while events[index].type != _EVENT_LIST_TERMINATED:
             event = events[index]

@@ -1,0 +1,122 @@
+"""A session that ended is freed at once, by reference counting, with nothing left in cycles.
+
+A process that plays WebRTC freezes what is alive into CPython's permanent generation (the
+media collector, see ``gateway/webrtc/collector.py``): anything a session leaves in a
+reference cycle is then kept, with the audio its buffers hold, until the next sweep, and
+sweeps count WebRTC peers only. So an ended socket session must leave no cycle at all. The
+tests run with the collector off and look, by weak references, at what is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Target
+from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+
+pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(60)]
+
+TURN = "Thanks for calling. Your table is booked for eight, and the terrace is heated."
+
+
+@pytest.fixture
+async def gateway(target: Target) -> AsyncIterator[Gateway]:
+    async with running_gateway(target) as gw:
+        yield gw
+
+
+@contextmanager
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def left_in_cycles() -> collections.Counter[str]:
+    """The gateway's objects that only the collector could free, by type (and frees them)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = collections.Counter(
+            type(o).__qualname__
+            for o in gc.garbage
+            if (type(o).__module__ or "").startswith("voxgate")
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return found
+
+
+async def gone(gateway: Gateway) -> None:
+    async with asyncio.timeout(10):
+        while gateway.services.live_sessions or gateway.services.connections:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)  # the handler's own frame lets go last
+
+
+def assert_all_freed(refs: list[weakref.ref[Any]]) -> None:
+    """The parts are gone, and nothing of the gateway (nor of the in-process engine that
+    spoke the turn) waits in a cycle."""
+    alive = [type(ref()).__name__ for ref in refs if ref() is not None]
+    assert not alive, (alive, left_in_cycles())
+    assert not left_in_cycles()
+
+
+def weak_parts(conn: Any) -> list[weakref.ref[Any]]:
+    parts = [conn, conn.session, conn.outbound, conn.playback, conn.reader, conn.sender]
+    return [weakref.ref(part) for part in parts]
+
+
+async def test_a_session_that_played_a_turn_and_closed_is_freed_at_once(
+    gateway: Gateway,
+) -> None:
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    with collector_off():
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(gateway.ws_url, headers=headers)
+            received = await receive_until(ws, "session.created", Received())
+            session_id = received.of("session.created")[0]["session_id"]
+            await ws.send_json({"type": "text.append", "text": TURN})
+            await ws.send_json({"type": "context.close"})
+            await receive_until(ws, "context.done", received)
+            refs = weak_parts(gateway.services.live_sessions[session_id])
+            await ws.close()
+        await gone(gateway)
+        assert_all_freed(refs)
+
+
+async def test_a_session_interrupted_mid_turn_and_dropped_is_freed_at_once(
+    target: Target,
+) -> None:
+    """Barge-in, then the socket drops without a close frame (no resume allowed)."""
+    async with running_gateway(target, resume_grace_s=0.0) as gateway:
+        headers = {"Authorization": f"Bearer {gateway.api_key}"}
+        with collector_off():
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(gateway.ws_url, headers=headers)
+                received = await receive_until(ws, "session.created", Received())
+                session_id = received.of("session.created")[0]["session_id"]
+                await ws.send_json({"type": "text.append", "text": TURN * 4})
+                await receive_until(ws, "chunk.started", received)
+                await ws.send_json({"type": "interrupt"})
+                await receive_until(ws, "interrupted", received)
+                refs = weak_parts(gateway.services.live_sessions[session_id])
+                connection = ws._response.connection
+                assert connection is not None
+                assert connection.transport is not None
+                connection.transport.abort()
+            await gone(gateway)
+            assert_all_freed(refs)
