@@ -80,17 +80,25 @@ def weak_parts(conn: Any) -> list[weakref.ref[Any]]:
     return [weakref.ref(part) for part in parts]
 
 
+async def open_turn(
+    http: aiohttp.ClientSession, gateway: Gateway, text: str, *, close: bool
+) -> tuple[aiohttp.ClientWebSocketResponse, Received, str]:
+    """A socket, its session's id, and a turn of ``text`` sent on it."""
+    headers = {"Authorization": f"Bearer {gateway.api_key}"}
+    ws = await http.ws_connect(gateway.ws_url, headers=headers)
+    received = await receive_until(ws, "session.created", Received())
+    await ws.send_json({"type": "text.append", "text": text})
+    if close:
+        await ws.send_json({"type": "context.close"})
+    return ws, received, received.of("session.created")[0]["session_id"]
+
+
 async def test_a_session_that_played_a_turn_and_closed_is_freed_at_once(
     gateway: Gateway,
 ) -> None:
-    headers = {"Authorization": f"Bearer {gateway.api_key}"}
     with collector_off():
         async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(gateway.ws_url, headers=headers)
-            received = await receive_until(ws, "session.created", Received())
-            session_id = received.of("session.created")[0]["session_id"]
-            await ws.send_json({"type": "text.append", "text": TURN})
-            await ws.send_json({"type": "context.close"})
+            ws, received, session_id = await open_turn(http, gateway, TURN, close=True)
             await receive_until(ws, "context.done", received)
             refs = weak_parts(gateway.services.live_sessions[session_id])
             await ws.close()
@@ -103,13 +111,9 @@ async def test_a_session_interrupted_mid_turn_and_dropped_is_freed_at_once(
 ) -> None:
     """Barge-in, then the socket drops without a close frame (no resume allowed)."""
     async with running_gateway(target, resume_grace_s=0.0) as gateway:
-        headers = {"Authorization": f"Bearer {gateway.api_key}"}
         with collector_off():
             async with aiohttp.ClientSession() as http:
-                ws = await http.ws_connect(gateway.ws_url, headers=headers)
-                received = await receive_until(ws, "session.created", Received())
-                session_id = received.of("session.created")[0]["session_id"]
-                await ws.send_json({"type": "text.append", "text": TURN * 4})
+                ws, received, session_id = await open_turn(http, gateway, TURN * 4, close=False)
                 await receive_until(ws, "chunk.started", received)
                 await ws.send_json({"type": "interrupt"})
                 await receive_until(ws, "interrupted", received)
