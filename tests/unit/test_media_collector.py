@@ -61,6 +61,26 @@ async def test_a_sweep_comes_when_the_last_peer_closes_or_as_many_closed_as_live
     assert collector.live == 0
 
 
+async def test_ended_sessions_a_freeze_took_bring_a_sweep_too() -> None:
+    calls = Calls()
+    collector = calls.collector(min_sweep=2, settle_s=0.01)
+    began = collector.freezes  # these sessions began before the peer's freeze
+    collector.connected()
+    await asyncio.sleep(0.05)  # frozen, with every socket session alive then
+    calls.log.clear()
+    for _ in range(10):  # began after the freeze: CPython's own collections free them
+        collector.session_ended(collector.freezes)
+    assert (collector.ended_sessions, calls.log) == (0, [])
+    for _ in range(5):  # 5 / 3 of a closed peer: under the least a sweep waits for
+        collector.session_ended(began)
+    await asyncio.sleep(0.05)
+    assert (collector.ended_sessions, calls.log) == (5, [])
+    collector.session_ended(began)  # two peers' worth, one peer live
+    await asyncio.sleep(0.05)
+    assert calls.log == ["unfreeze", "collect", "freeze"]
+    assert (collector.sweeps, collector.ended_sessions, collector.live) == (1, 0, 1)
+
+
 async def test_a_real_sweep_frees_the_cycles_a_frozen_peer_left() -> None:
     class Peer:
         def __init__(self) -> None:

@@ -163,6 +163,11 @@ class Metrics:
             "WebRTC peers closed since the last sweep: what they left waits for the next",
             registry=r,
         )
+        self.media_gc_ended_sessions = Gauge(
+            "voxgate_media_gc_ended_sessions",
+            "Frozen realtime sessions ended since the last sweep: theirs waits for it too",
+            registry=r,
+        )
         self.store_unavailable = Counter(
             "voxgate_store_unavailable_total",
             "Requests, handshakes and chunk reserves refused because the store could not be "
@@ -200,6 +205,7 @@ class Metrics:
             self.media_gc_sweeps.set(collector.sweeps)
             self.media_gc_last_sweep.set(collector.last_sweep_ms / 1000)
             self.media_gc_closed.set(collector.closed)
+            self.media_gc_ended_sessions.set(collector.ended_sessions)
         if self.webrtc_sampler is not None:
             self._sample_webrtc(self.webrtc_sampler())
         if self.settlement_sampler is not None:

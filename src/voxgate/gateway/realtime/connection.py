@@ -33,6 +33,7 @@ from voxgate.gateway.realtime.reader import Reader, ResumeOnly, TurnLog, learn_v
 from voxgate.gateway.realtime.sender import Sender
 from voxgate.gateway.resume import Resumption
 from voxgate.gateway.session_config import SessionConfig
+from voxgate.gateway.webrtc.collector import MediaCollector
 from voxgate.gateway.webrtc.track import SessionAudioTrack
 from voxgate.sessions.options import SessionOptions
 from voxgate.sessions.session import Session
@@ -91,6 +92,8 @@ class RealtimeConnection:
 
     async def run(self) -> None:
         self.services.live_sessions[self.session_id] = self
+        collector = MediaCollector.current()
+        freezes_at_start = collector.freezes if collector is not None else 0
         try:
             if self.principal is None:
                 self.principal = await self.reader.authenticate()
@@ -129,6 +132,8 @@ class RealtimeConnection:
             await self._shutdown()
             self.resume.release()
             self._let_go()
+            if collector is not None:
+                collector.session_ended(freezes_at_start)
 
     def _let_go(self) -> None:
         """The session is over: the connection lets go of its parts, which refer back to

@@ -21,6 +21,14 @@ cycles waits, uncollected, for a **sweep**: ``gc.unfreeze()``, one full collecti
   collection makes) comes once per that many closed sessions, where CPython's own come
   each time live objects grow by a quarter.
 
+A freeze takes every object alive, the socket sessions' too. The gateway's own objects
+leave no cycle when a session ends (``tests/integration/test_freed_sessions.py``), but
+its libraries' do: the socket's transport and request objects, the upstream connections,
+about 140 objects a session against some 400 for a WebRTC session with its peer. So each
+ended session that a freeze took counts as ``SESSION_SHARE`` of a closed peer towards the
+next sweep (a WebRTC session's peer counts as well): without it, a node with few peers and
+many socket sessions would keep what they left until enough peers closed.
+
 Between sweeps CPython still runs its collections, over what is not frozen: young objects
 and the process' other work, a few ms at most. Off (``VOXGATE_MEDIA_GC_FREEZE=false``), the
 collector runs as CPython schedules it.
@@ -35,11 +43,12 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-__all__ = ["MIN_SWEEP", "MediaCollector"]
+__all__ = ["MIN_SWEEP", "SESSION_SHARE", "MediaCollector"]
 
 log = logging.getLogger(__name__)
 
 MIN_SWEEP = 64  # closed peers before a sweep while others play
+SESSION_SHARE = 1 / 3  # what an ended socket session leaves in cycles, against a peer
 SETTLE_S = 1.0  # after a connect, the freeze waits this long for others to join it
 
 
@@ -64,6 +73,7 @@ class MediaCollector:
         self._sweep_pending: asyncio.TimerHandle | None = None
         self.live = 0  # peers connected and not yet closed
         self.closed = 0  # peers closed since the last sweep
+        self.ended_sessions = 0  # sessions a freeze took, ended since the last sweep
         self.freezes = 0
         self.sweeps = 0
         self.last_sweep_ms = 0.0
@@ -96,7 +106,23 @@ class MediaCollector:
         a moment later (its closing still holds its objects)."""
         self.live = max(0, self.live - 1)
         self.closed += 1
-        due = self.live == 0 or self.closed >= max(self._min_sweep, self.live)
+        self._sweep_if(self.live == 0 or self._waiting() >= max(self._min_sweep, self.live))
+
+    def session_ended(self, freezes_at_start: int) -> None:
+        """A realtime session ended; ``freezes_at_start``: :attr:`freezes` when it began.
+
+        If a freeze took it since, what its libraries left in cycles waits for a sweep.
+        """
+        if self.freezes == freezes_at_start:
+            return  # never frozen: CPython's own collections free it
+        self.ended_sessions += 1
+        self._sweep_if(self._waiting() >= max(self._min_sweep, self.live))
+
+    def _waiting(self) -> float:
+        """What waits for a sweep, in closed peers."""
+        return self.closed + self.ended_sessions * SESSION_SHARE
+
+    def _sweep_if(self, due: bool) -> None:
         if due and self._sweep_pending is None:
             loop = asyncio.get_running_loop()
             self._sweep_pending = loop.call_later(self._settle_s, self._sweep_now)
@@ -114,13 +140,15 @@ class MediaCollector:
         self.last_sweep_ms = (time.perf_counter() - started) * 1000
         self.sweeps += 1
         log.info(
-            "media collector: swept after %d closed peers (%d live): %d objects in %.1f ms",
+            "media collector: swept after %d closed peers and %d ended sessions (%d live):"
+            " %d objects in %.1f ms",
             self.closed,
+            self.ended_sessions,
             self.live,
             self.last_swept,
             self.last_sweep_ms,
         )
-        self.closed = 0
+        self.closed = self.ended_sessions = 0
 
     def _freeze_now(self) -> None:
         self._pending = None
