@@ -62,6 +62,7 @@ class RealtimeConnection:
         self.outbound: Outbound | None = None
         self.last_activity = time.monotonic()
         self.closing = False
+        self.ended = False  # its session is over and its parts let go (see _let_go)
         # Only a WebSocket's session resumes (a data channel's ends with its peer).
         grace_s = self.settings.resume_grace_s if transport is not None else 0.0
         self.resume = Resumption(grace_s)
@@ -140,6 +141,7 @@ class RealtimeConnection:
         it, so reference counting frees them all at once. Left as a cycle they would wait
         for the garbage collector, and in a process that froze them (the media collector
         does) for its next sweep, with the audio they hold."""
+        self.ended = True
         del self.reader, self.playback, self.sender, self.handover
         del self.attach_webrtc, self.detach_webrtc, self.attach_call, self.detach_call
         del self.caller_audio, self.caller_digit, self.claim, self.adopt
@@ -232,7 +234,7 @@ class RealtimeConnection:
         """This node was taken for dead and reaped (its lease lapsed while it was stalled):
         the session's holds were refunded by a peer, and a resume of it is refused. It
         ends now, as lost."""
-        if self.handover.carrying:
+        if self.ended or self.handover.carrying:
             return  # the session this socket serves is ended by its own connection
         lost = VoxgateError(
             "this node lost its place in the cluster; the session ended", code="session_lost"
@@ -241,7 +243,7 @@ class RealtimeConnection:
 
     async def drain(self, deadline: float) -> None:
         """SIGTERM: let live turns finish until ``deadline``, then close with 1001."""
-        if self.handover.carrying:
+        if self.ended or self.handover.carrying:
             return  # the session this socket serves drains it
         if self.resume.detached:
             self.resume.end()  # no socket to finish its turns on
