@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import Target
 from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.integration.test_whep import Listener, offer_to_session, wait_for
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(60)]
 
@@ -124,3 +125,26 @@ async def test_a_session_interrupted_mid_turn_and_dropped_is_freed_at_once(
                 connection.transport.abort()
             await gone(gateway)
             assert_all_freed(refs)
+
+
+async def test_a_webrtc_session_leaves_only_aiortc_s_own_cycles(gateway: Gateway) -> None:
+    """A session played over WHEP, then the peer hung up and the socket closed: the
+    gateway's side, its track included, is freed at once; what stays for the media
+    collector's sweep is aiortc's own (its transports and their state)."""
+    with collector_off():
+        async with aiohttp.ClientSession() as http:
+            ws, received, session_id = await open_turn(http, gateway, TURN, close=False)
+            listener = Listener()
+            answer = await offer_to_session(http, gateway, session_id, listener)
+            assert answer.status == 201, await answer.text()
+            await listener.answer(await answer.text())
+            await wait_for(lambda: listener.pc.connectionState == "connected")
+            await ws.send_json({"type": "context.close"})
+            await receive_until(ws, "context.done", received, timeout=30)
+            conn = gateway.services.live_sessions[session_id]
+            refs = [*weak_parts(conn), weakref.ref(conn.webrtc)]
+            del conn
+            await listener.close()
+            await ws.close()
+        await gone(gateway)
+        assert_all_freed(refs)
