@@ -21,8 +21,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import Target
+from tests.fakes.twilio_call import TwilioCall
 from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
 from tests.integration.test_whep import Listener, offer_to_session, wait_for
+from tests.telephony_agent import open_agent, stream_url
 
 pytestmark = [pytest.mark.engine_only, pytest.mark.timeout(60)]
 
@@ -146,5 +148,29 @@ async def test_a_webrtc_session_leaves_only_aiortc_s_own_cycles(gateway: Gateway
             del conn
             await listener.close()
             await ws.close()
+        await gone(gateway)
+        assert_all_freed(refs)
+
+
+async def test_a_session_that_spoke_to_a_phone_call_is_freed_at_once(gateway: Gateway) -> None:
+    """A Twilio call attached, a turn played to it, the caller hung up, the agent closed."""
+    with collector_off():
+        async with aiohttp.ClientSession() as http:
+            agent, token = await open_agent(http, gateway)
+            params = {"session_id": agent.session_id, "token": token}
+            url = stream_url(gateway, "twilio")
+            async with TwilioCall.connect(
+                http, url, custom_parameters=params, send_caller_audio=False
+            ):
+                await agent.wait("telephony.attached")
+                await agent.say(TURN)
+                await agent.wait("context.done")
+                conn = gateway.services.live_sessions[agent.session_id]
+                leg = conn.playback.call
+                assert leg is not None
+                refs = [*weak_parts(conn), weakref.ref(leg)]
+                del conn, leg
+            await agent.wait("telephony.detached")
+            await agent.close()
         await gone(gateway)
         assert_all_freed(refs)

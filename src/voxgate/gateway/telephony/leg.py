@@ -116,7 +116,9 @@ class CallLeg:
         self.round_trip_ms = 0.0
         self._sent_total_ms = 0.0  # all audio sent, on the phone's playout
         self._play_anchor: float | None = None  # when the phone would reach 0 of that
-        self._sender = asyncio.create_task(self._send_loop(), name="call-leg")
+        self._sender: asyncio.Task[None] | None = asyncio.create_task(
+            self._send_loop(), name="call-leg"
+        )
 
     # -- what the session gives ------------------------------------------------------
 
@@ -228,8 +230,10 @@ class CallLeg:
     async def aclose(self) -> None:
         self.readyState = "ended"
         self._room.set()
-        self._sender.cancel()
-        await asyncio.gather(self._sender, return_exceptions=True)
+        sender, self._sender = self._sender, None  # its traceback would refer back here
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
 
     async def hang_up(self, reason: str) -> None:
         """The session is over: close the provider's socket (its stream ends)."""
