@@ -23,6 +23,8 @@ import pytest
 from tests.conftest import Target
 from tests.fakes.twilio_call import TwilioCall
 from tests.gateway_harness import Gateway, Received, receive_until, running_gateway
+from tests.integration.test_resume import Listener as ResumeListener
+from tests.integration.test_resume import drop_mid_turn, read_until, resume
 from tests.integration.test_whep import Listener, offer_to_session, wait_for
 from tests.telephony_agent import open_agent, stream_url
 
@@ -172,5 +174,29 @@ async def test_a_session_that_spoke_to_a_phone_call_is_freed_at_once(gateway: Ga
                 del conn, leg
             await agent.wait("telephony.detached")
             await agent.close()
+        await gone(gateway)
+        assert_all_freed(refs)
+
+
+async def test_a_session_resumed_on_a_new_socket_is_freed_at_once(gateway: Gateway) -> None:
+    """The socket dropped mid-turn, a new one resumed the session, the turn ended there:
+    both connections, the session's and the one that carried the new socket, are freed."""
+    with collector_off():
+        async with aiohttp.ClientSession() as http:
+            listener = ResumeListener()
+            created = await drop_mid_turn(http, gateway, listener, after_ms=300)
+            conn = gateway.services.live_sessions[created["session_id"]]
+            refs = weak_parts(conn)
+            del conn
+            ws, resumed = await resume(http, gateway, listener, created)
+            assert resumed["type"] == "session.resumed"
+            (carrier,) = [
+                c for c in gateway.services.connections if c.session_id != created["session_id"]
+            ]
+            refs.append(weakref.ref(carrier))
+            del carrier
+            done = await read_until(ws, listener, lambda e: e and e["type"] == "context.done")
+            assert done is not None
+            await ws.close()
         await gone(gateway)
         assert_all_freed(refs)
