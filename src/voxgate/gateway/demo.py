@@ -18,6 +18,7 @@ from aiohttp import web
 from voxgate.envelope import ok
 from voxgate.errors import AuthError, InvalidInput
 from voxgate.gateway.access.principal import Principal
+from voxgate.gateway.rest import api_base
 from voxgate.upstream.engine.validation import parse_json_object
 
 _LOOPBACK = ("127.0.0.1", "::1")
@@ -83,7 +84,7 @@ class DemoPage:
     async def voices(self, request: web.Request) -> web.Response:
         principal = await self._dev(request)
         presets = await self.services.upstream_client.list_presets()
-        mine = await self.rest.voices_of(request, principal, 1, 100)
+        mine = await self.rest.voices_of(principal, 1, 100, api_base(request))
         balance = await self.services.ledger.balance(principal.account_id)
         return ok(
             {"presets": presets, "mine": mine["voices"], "balance_available": balance.available}

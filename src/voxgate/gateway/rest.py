@@ -175,7 +175,7 @@ class VoxtralCompatible:
         if result.audio_url:
             audio_id = result.generation_id or uuid.uuid4().hex
             await self.audio_links.add(audio_id, AudioLink(result.audio_url, principal.account_id))
-            audio_url = f"{request.scheme}://{request.host}{API_PREFIX}/audio/{audio_id}"
+            audio_url = f"{api_base(request)}/audio/{audio_id}"
         return ok(
             {
                 "audio_data": base64.b64encode(result.audio).decode(),
@@ -287,21 +287,20 @@ class VoxtralCompatible:
     async def list_voices(self, request: web.Request) -> web.Response:
         principal = await self._auth(request)
         page, limit = paging(dict(request.query))
-        return ok(await self.voices_of(request, principal, page, limit))
+        return ok(await self.voices_of(principal, page, limit, api_base(request)))
 
     async def voices_of(
-        self, request: web.Request, principal: Principal, page: int, limit: int
+        self, principal: Principal, page: int, limit: int, base: str
     ) -> dict[str, Any]:
         """A page of ``principal``'s saved voices, newest first, as /voices/mine lists them.
 
-        A voice's ``ref_audio_url`` is the gateway's, answered for ``request``'s host.
+        A voice's ``ref_audio_url`` is the gateway's own, under ``base`` (see ``api_base``).
         """
         mine = list(reversed(await self.owners.voices(principal.account_id)))  # newest first
         wanted = mine[(page - 1) * limit : page * limit]
         found = {
             v.id: v async for v in self.services.upstream_client.iter_voices() if v.id in wanted
         }
-        base = f"{request.scheme}://{request.host}{API_PREFIX}"
         voices = [_voice_json(found[v], base) for v in wanted if v in found]
         return {"voices": voices, "total": len(mine), "page": page, "limit": limit}
 
@@ -392,6 +391,11 @@ class VoxtralCompatible:
 
 def _rest_session(principal: Principal) -> str:
     return f"rest:{principal.key_id}"
+
+
+def api_base(request: web.Request) -> str:
+    """This API's URL as ``request`` reached it: where its own audio links point."""
+    return f"{request.scheme}://{request.host}{API_PREFIX}"
 
 
 def _voice_json(voice: Voice, base: str) -> dict[str, Any]:
